@@ -1,0 +1,188 @@
+"""``python -m bench list|run|report|compare|calibrate``.
+
+Bad input is one line on stderr and exit 2, never a traceback: every user-facing check
+raises UsageError, and argparse's own errors are folded into the same single line.
+"""
+import argparse
+import json
+import math
+import os
+import signal
+import sys
+
+from bench import lifecycle, plan, registry
+from bench.errors import UsageError
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UsageError(message)
+
+
+def positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"not a finite number: {text!r}")
+    return value
+
+
+def whole(text):
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+
+
+def build_parser():
+    p = Parser(prog="python -m bench", description="Latency harness for Flask-SocketIO "
+               "deployments: spawns variant servers and measures WebSocket round trips.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
+    lp = sub.add_parser("list", help="variants, scenarios, groups; availability and why not")
+    lp.add_argument("--variants-file", default=registry.DEFAULT_PATH, help=argparse.SUPPRESS)
+
+    rp = sub.add_parser("run", help="run a plan and write a results folder")
+    rp.add_argument("--variants", help="comma-separated variant names")
+    rp.add_argument("--group", help="a group of variants (default: default)")
+    rp.add_argument("--scenario", action="append", help="echo or rate (repeatable)")
+    rp.add_argument("--connections", type=whole, help="connections (echo: 1, rate: 10)")
+    rp.add_argument("--rate", type=positive_float, help="rate scenario: total msg/s (400)")
+    rp.add_argument("--duration", type=positive_float, help="measured seconds per step (3)")
+    rp.add_argument("--warmup", type=positive_float, help="warm-up seconds per step (1)")
+    rp.add_argument("--repeats", type=whole, help="repeats of every step (3)")
+    rp.add_argument("--payload", type=whole, help="echo argument size in bytes (64)")
+    rp.add_argument("--target", help="measure an already running server at this URL")
+    rp.add_argument("--app", help="your own app as module:attr (a Flask app with SocketIO)")
+    rp.add_argument("--client", choices=["lean", "python-socketio"], default=None,
+                    help="driver client (default: lean; stock client only for polling)")
+    rp.add_argument("--out", help="parent folder for the run folder (default: results/)")
+    rp.add_argument("--label", default="run", help="suffix of the run folder name")
+    rp.add_argument("--seed", type=whole, help="seed of the shuffled step order (1)")
+    rp.add_argument("--no-pin", action="store_true", help="do not pin server and driver")
+    rp.add_argument("--allow-remote", action="store_true",
+                    help="allow --target beyond loopback (refused here: loopback only)")
+    rp.add_argument("--quick", action="store_true", help="about 1 s per step, one repeat")
+    rp.add_argument("--no-report", action="store_true", help=argparse.SUPPRESS)
+    rp.add_argument("--variants-file", default=registry.DEFAULT_PATH, help=argparse.SUPPRESS)
+
+    cp = sub.add_parser("calibrate", help="the driver's own floor and capacity")
+    cp.add_argument("--json", action="store_true", help="print one JSON object")
+    cp.add_argument("--no-pin", action="store_true", help="do not pin server and driver")
+    cp.add_argument("--quick", action="store_true", help="shorter steps")
+    return p
+
+
+def cmd_list(args):
+    reg = registry.load(args.variants_file)
+    print("variants:")
+    for name, v in reg.variants.items():
+        why = v.unavailable_reason()
+        state = "available" if not why else f"unavailable: {why}"
+        print(f"  {name:26s} {state:12s} {v.description}")
+    print("groups:")
+    for group, members in reg.groups.items():
+        print(f"  {group:26s} {', '.join(members)}")
+    print("scenarios:")
+    for s in plan.SCENARIOS:
+        print(f"  {s}")
+    return 0
+
+
+def cmd_run(args):
+    from bench import results
+    from bench.progress import Progress
+    from bench.runner import Run
+
+    if args.target:
+        raise UsageError("--target is not supported yet: the harness spawns its own servers")
+    if args.client == "python-socketio":
+        raise UsageError("--client python-socketio is not supported yet: the stock client is "
+                         "used automatically where a variant serves only long-polling")
+    if args.app and ":" not in args.app:
+        raise UsageError(f"--app must look like module:attr, got {args.app!r}")
+    reg = registry.load(args.variants_file)
+    names = [n.strip() for n in args.variants.split(",") if n.strip()] if args.variants else None
+    if args.variants is not None and not names:
+        raise UsageError("--variants is empty")
+    variants = [v.name for v in reg.select(names, args.group)]
+    scenarios = args.scenario or ["echo", "rate"]
+    options = dict(rate=args.rate, connections=args.connections, duration=args.duration,
+                   warmup=args.warmup, repeats=args.repeats, payload=args.payload,
+                   seed=args.seed, quick=args.quick)
+    steps, resolved = plan.build(variants, scenarios, options)
+    run_dir = results.create_run_dir(args.out, args.label)
+    resolved.update(variants=variants, scenarios=scenarios, pin=not args.no_pin, app=args.app,
+                    label=args.label)
+    progress = Progress(len(steps))
+    print(f"bench: {len(steps)} steps -> {run_dir}", file=sys.stderr, flush=True)
+    try:
+        rows = Run(reg, steps, resolved, run_dir, progress, app=args.app).execute()
+    finally:
+        progress.close()
+    print_table(rows)
+    if not args.no_report:
+        try:
+            from bench import report
+
+            report.build(run_dir)
+        except ImportError:
+            pass
+    print(f"results: {run_dir}")
+    return 0
+
+
+def print_table(rows):
+    """Aggregate view: one line per variant and scenario, repeats merged."""
+    from bench.aggregate import aggregate
+
+    agg = sorted(aggregate(rows), key=lambda r: (r["scenario"], r["p50_us"]
+                                                 if r["p50_us"] == r["p50_us"] else 1e18))
+    header = f"{'scenario':8s} {'variant':24s} {'transport':10s} {'p50 ms':>8s} " \
+             f"{'p99 ms':>8s} {'ok/attempted':>15s} valid"
+    print(header)
+    print("-" * len(header))
+    for r in agg:
+        p50 = f"{r['p50_us'] / 1000:8.3f}" if r["p50_us"] == r["p50_us"] else f"{'-':>8s}"
+        p99 = f"{r['p99_us'] / 1000:8.3f}" if r["p99_us"] == r["p99_us"] else f"{'-':>8s}"
+        flag = "yes" if r["valid"] else ("DRIVER-BOUND" if r["driver_bound"] else "no")
+        print(f"{r['scenario']:8s} {r['variant']:24s} {r['transport'] or 'failed':10s} "
+              f"{p50} {p99} {r['ok']:>7d}/{r['attempted']:<7d} {flag}")
+
+
+def cmd_calibrate(args):
+    from bench.calibrate import calibrate
+
+    log = (lambda *a: print(*a, file=sys.stderr, flush=True)) if args.json else print
+    out = calibrate(pin=not args.no_pin, quick=args.quick, log=log)
+    if args.json:
+        print(json.dumps(out))
+    else:
+        print(f"floor p50 {out['floor_p50_us']} us, p99 {out['floor_p99_us']} us; capacity "
+              f"{out['capacity_msg_s']:.0f} msg/s per driver process (lag p99 "
+              f"{out['lag_p99_us']} us)")
+    return 0
+
+
+COMMANDS = {"list": cmd_list, "run": cmd_run, "calibrate": cmd_calibrate}
+
+
+def _terminate(signum, frame):
+    raise KeyboardInterrupt
+
+
+def main(argv=None):
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        args = build_parser().parse_args(argv)
+        return COMMANDS[args.command](args)
+    except UsageError as exc:
+        print(f"bench: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        lifecycle.kill_all_groups()
+        print("bench: interrupted; finished steps are written", file=sys.stderr)
+        return 130
+    finally:
+        lifecycle.kill_all_groups()

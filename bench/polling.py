@@ -1,0 +1,115 @@
+"""Driver worker for variants that only serve long-polling: the stock python-socketio client.
+
+Used only where the WebSocket upgrade is refused. It adds its own ~0.3 ms per round trip (a
+thread per message), small beside polling round trips of several ms; rows driven by it say
+so in their note. Same job file and ready/t0/done protocol as ``bench.driver``.
+"""
+import json
+import os
+import sys
+import threading
+import time
+
+import numpy as np
+import socketio
+
+from bench.driver import ERROR, OK, Messages, TIMEOUT, DISCONNECT, UNSENT, open_schedule, payload
+
+mono = time.monotonic_ns
+
+
+def run_job(job, read_t0):
+    m = Messages(int(job["rate"] * (job["warmup"] + job["duration"]) + 2) if job.get("rate")
+                 else int(job["max_messages"]))
+    url = f"http://{job['host']}:{job['port']}"
+    clients = {}
+    for i in job["conns"]:
+        c = socketio.Client(reconnection=False)
+        c.connect(url, transports=["polling"], wait_timeout=job["timeout"])
+        clients[i] = c
+    data = payload(job["payload"])
+    print("ready", flush=True)
+    t0 = read_t0()
+    end_ns = t0 + int((job["warmup"] + job["duration"]) * 1e9)
+    lock = threading.Lock()
+
+    def acked(k, *args):
+        m.received[k] = mono()
+        m.outcome[k] = OK
+
+    if job.get("rate"):
+        conn_of, times = open_schedule(job, t0)
+        for i in range(len(times)):
+            delay = (int(times[i]) - mono()) / 1e9
+            if delay > 0:
+                time.sleep(delay)
+            k = m.used
+            m.used += 1
+            m.conn[k], m.intended[k] = conn_of[i], times[i]
+            c = clients[int(conn_of[i])]
+            if not c.connected:
+                m.outcome[k] = ERROR
+                continue
+            m.sent[k] = mono()
+            c.emit("echo", data, callback=lambda *a, k=k: acked(k, *a))
+    else:
+        def loop(i, c):
+            while mono() < end_ns and c.connected:
+                with lock:
+                    if m.used >= m.conn.shape[0]:
+                        return
+                    k = m.used
+                    m.used += 1
+                now = mono()
+                m.conn[k], m.intended[k], m.sent[k] = i, now, now
+                try:
+                    c.call("echo", data, timeout=job["timeout"])
+                    acked(k)
+                except socketio.exceptions.TimeoutError:
+                    m.outcome[k] = TIMEOUT
+        wait = (t0 - mono()) / 1e9
+        if wait > 0:
+            time.sleep(wait)
+        threads = [threading.Thread(target=loop, args=(i, c), daemon=True) for i, c in clients.items()]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(job["warmup"] + job["duration"] + job["timeout"] + 1)
+    deadline = mono() + int(job["timeout"] * 1e9)
+    n = m.used
+    while mono() < deadline and np.any((m.outcome[:n] == UNSENT) & (m.sent[:n] > 0)):
+        time.sleep(0.01)
+    alive = {i: c.connected for i, c in clients.items()}
+    for k in np.nonzero((m.outcome[:n] == UNSENT) & (m.sent[:n] > 0))[0]:
+        m.outcome[k] = TIMEOUT if alive[int(m.conn[k])] else DISCONNECT
+    m.outcome[:n][m.outcome[:n] == UNSENT] = ERROR
+    for c in clients.values():
+        try:
+            c.disconnect()
+        except Exception:  # noqa: BLE001 - closing a broken client must not lose the data
+            pass
+    return m
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    job = json.loads(open(argv[0]).read())
+    if job.get("cpus"):
+        os.sched_setaffinity(0, job["cpus"])
+
+    def read_t0():
+        line = sys.stdin.readline()
+        if not line.strip():
+            raise SystemExit("polling driver: parent closed stdin before t0")
+        return int(line)
+
+    m = run_job(job, read_t0)
+    tmp = job["out"] + ".tmp.npz"
+    np.savez(tmp, **m.trimmed())
+    os.replace(tmp, job["out"])
+    print("done", flush=True)
+    os._exit(0)  # client threads may linger on a dead server; the data is already saved
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+"""Engine.IO 4 / Socket.IO 5 framing over WebSocket: the few packets the driver needs.
+
+Hand-rolled on purpose: the stock client costs ~0.3 ms per round trip on loopback, which
+would be measured as server latency. Each WebSocket message carries one Engine.IO packet.
+"""
+import json
+
+EIO_OPEN, EIO_CLOSE, EIO_PING, EIO_PONG, EIO_MESSAGE, EIO_NOOP = "0", "1", "2", "3", "4", "6"
+SIO_CONNECT, SIO_DISCONNECT, SIO_EVENT, SIO_ACK, SIO_ERROR = "0", "1", "2", "3", "4"
+SIO_BINARY_EVENT, SIO_BINARY_ACK = "5", "6"
+
+WS_PATH = "/socket.io/?EIO=4&transport=websocket"
+CONNECT = "40"
+DISCONNECT = "41"
+PONG = "3"
+
+
+def ws_url(host, port):
+    return f"ws://{host}:{port}{WS_PATH}"
+
+
+def event_body(event, data):
+    """The constant tail of an event packet: ``["event",data]`` serialised once."""
+    return json.dumps([event, data], separators=(",", ":"))
+
+
+def event_packet(ack_id, body):
+    """``42<id>[...]``: a Socket.IO EVENT asking for an ack, inside an Engine.IO MESSAGE."""
+    return f"42{ack_id}{body}"
+
+
+def parse_ack_id(packet):
+    """Ack id of a ``43<id>[...]`` packet, or None when the packet is not an ACK."""
+    if not packet.startswith("43"):
+        return None
+    end = 2
+    n = len(packet)
+    while end < n and packet[end].isdigit():
+        end += 1
+    return int(packet[2:end]) if end > 2 else None
+
+
+def parse_event(packet):
+    """``(name, args)`` of a ``42[...]`` event packet (no ack id), else None."""
+    if not packet.startswith("42"):
+        return None
+    i = 2
+    while i < len(packet) and packet[i].isdigit():
+        i += 1
+    payload = json.loads(packet[i:])
+    return payload[0], payload[1:]
+
+
+def parse_open(packet):
+    """Handshake dict of an Engine.IO OPEN packet ``0{...}``; ValueError otherwise."""
+    if not packet.startswith(EIO_OPEN):
+        raise ValueError(f"expected Engine.IO OPEN, got {packet[:40]!r}")
+    return json.loads(packet[1:])
+
+
+def parse_connect_reply(packet):
+    """Socket.IO CONNECT reply ``40{"sid":..}`` → sid; ValueError on ``44`` (refused) or other."""
+    if packet.startswith("40"):
+        body = packet[2:]
+        return json.loads(body).get("sid") if body else None
+    if packet.startswith("44"):
+        raise ValueError(f"connect refused by server: {packet[2:200]}")
+    raise ValueError(f"expected Socket.IO CONNECT reply, got {packet[:40]!r}")

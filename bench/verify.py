@@ -1,0 +1,94 @@
+"""Verify a server with one real ``echo`` round trip and find the transport it really serves.
+
+WebSocket first, with the lean client. Where the upgrade is refused, long-polling with the
+stock client. The result names the transport and, when WebSocket was refused, why.
+"""
+import asyncio
+import json
+import re
+from dataclasses import dataclass
+
+from bench import protocol
+from bench.driver import Messages, connect, run_loop
+
+PROBE = {"verify": "round trip", "n": 42}
+
+
+@dataclass(frozen=True)
+class Verdict:
+    transport: str  # "websocket", "polling" or "" (nothing works)
+    round_trip_us: float
+    note: str  # why websocket was refused / why nothing works
+
+
+async def _websocket(host, port, timeout):
+    from picows import WSMsgType
+
+    m = Messages(1)
+    conn = await connect(protocol.ws_url(host, port), 0, m, timeout)
+    reply = asyncio.get_running_loop().create_future()
+    conn.on_event = None
+    original = conn.on_ws_frame
+
+    def capture(transport, frame):
+        if frame.msg_type == WSMsgType.TEXT:
+            text = frame.get_payload_as_utf8_text()
+            if text.startswith("430") and not reply.done():
+                reply.set_result(text)
+                return
+        original(transport, frame)
+
+    conn.on_ws_frame = capture
+    start = asyncio.get_running_loop().time()
+    conn.send_text(protocol.event_packet(0, protocol.event_body("echo", PROBE)))
+    text = await asyncio.wait_for(reply, timeout)
+    elapsed = asyncio.get_running_loop().time() - start
+    conn.close()
+    if json.loads(text[3:]) != [PROBE]:
+        raise ValueError(f"echo returned {text[:80]!r}")
+    return elapsed * 1e6
+
+
+def _websocket_refusal(exc):
+    response = getattr(exc, "response", None)
+    if response is not None:
+        body = (getattr(exc, "raw_body", None) or b"").decode("utf-8", "replace")
+        title = re.search(r"<title>(.*?)</title>", body, re.S)
+        text = title.group(1) if title else re.sub(r"<[^>]+>|\s+", " ", body).strip()
+        return f"websocket refused: HTTP {int(response.status)} {text[:120]}".strip()
+    return f"websocket failed: {type(exc).__name__}: {str(exc)[:160]}"
+
+
+def _polling(host, port, timeout):
+    import socketio
+    import time
+
+    client = socketio.Client(reconnection=False)
+    try:
+        client.connect(f"http://{host}:{port}", transports=["polling"], wait_timeout=timeout)
+        start = time.perf_counter()
+        reply = client.call("echo", PROBE, timeout=timeout)
+        elapsed = time.perf_counter() - start
+        if reply != PROBE:
+            raise ValueError(f"echo returned {str(reply)[:80]!r}")
+        return elapsed * 1e6
+    finally:
+        try:
+            client.disconnect()
+        except Exception:  # noqa: BLE001 - a broken client must not mask the verdict
+            pass
+
+
+def verify(host, port, timeout=5.0):
+    """One echo over WebSocket, else over polling; never raises for a server's failure."""
+    try:
+        us = run_loop(_websocket(host, port, timeout), "select")
+        return Verdict("websocket", us, "")
+    except Exception as exc:  # noqa: BLE001 - every failure mode becomes a recorded note
+        ws_note = _websocket_refusal(exc)
+    try:
+        us = _polling(host, port, timeout)
+        return Verdict("polling", us, ws_note)
+    except Exception as exc:  # noqa: BLE001
+        return Verdict("", 0.0, f"{ws_note}; polling failed: {type(exc).__name__}: "
+                                f"{str(exc)[:160]}")

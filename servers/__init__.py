@@ -1,0 +1,1 @@
+"""Variant servers: one Flask-SocketIO app, launched as each variant declares."""

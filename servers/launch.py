@@ -1,0 +1,50 @@
+"""Start one variant server exactly as declared in variants.toml.
+
+Invoked by the harness as ``python servers/launch.py PATCH SPEC_JSON``. PATCH is read with
+nothing but ``sys`` loaded, so monkey patching (when the variant asks for it) happens before
+any other import, as the eventlet and gevent docs require.
+"""
+import sys
+
+PATCH = sys.argv[1] if len(sys.argv) > 1 else "none"
+if PATCH == "eventlet":
+    import eventlet
+
+    eventlet.monkey_patch()
+elif PATCH == "gevent":
+    from gevent import monkey
+
+    monkey.patch_all()
+elif PATCH != "none":
+    sys.exit(f"launch: unknown patch {PATCH!r}")
+
+import importlib  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+
+
+def main():
+    spec = json.loads(sys.argv[2])
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    if spec.get("app"):
+        module_name, _, attr = spec["app"].partition(":")
+        module = importlib.import_module(module_name)
+        app = getattr(module, attr or "app")
+        socketio = app.extensions["socketio"]
+    else:
+        from servers.app import create_app
+
+        app, socketio = create_app(**spec.get("socketio_kwargs", {}))
+    host, port = spec["host"], spec["port"]
+    print(f"launch: async_mode={socketio.server.eio.async_mode} patch={PATCH} "
+          f"launcher={spec['launcher']} pid={os.getpid()}", file=sys.stderr, flush=True)
+    if spec["launcher"] == "app.run":
+        app.run(host=host, port=port, **spec.get("run_kwargs", {}))
+    elif spec["launcher"] == "socketio.run":
+        socketio.run(app, host=host, port=port, **spec.get("run_kwargs", {}))
+    else:
+        sys.exit(f"launch: unknown launcher {spec['launcher']!r}")
+
+
+if __name__ == "__main__":
+    main()
