@@ -67,6 +67,17 @@ def build_parser():
     rp.add_argument("--no-report", action="store_true", help=argparse.SUPPRESS)
     rp.add_argument("--variants-file", default=registry.DEFAULT_PATH, help=argparse.SUPPRESS)
 
+    rep = sub.add_parser("report", help="rebuild plots/, report.md and report.html from CSVs")
+    rep.add_argument("run_dir", help="a results folder")
+
+    cmp_ = sub.add_parser("compare", help="differences with confidence intervals; exit 1 "
+                          "on regression")
+    cmp_.add_argument("base", help="baseline results folder")
+    cmp_.add_argument("new", help="new results folder")
+    cmp_.add_argument("--threshold", type=positive_float, default=0.10,
+                      help="relative change that counts as a regression (0.10)")
+    cmp_.add_argument("--force", action="store_true", help="compare incomparable runs anyway")
+
     cp = sub.add_parser("calibrate", help="the driver's own floor and capacity")
     cp.add_argument("--json", action="store_true", help="print one JSON object")
     cp.add_argument("--no-pin", action="store_true", help="do not pin server and driver")
@@ -123,12 +134,10 @@ def cmd_run(args):
         progress.close()
     print_table(rows)
     if not args.no_report:
-        try:
-            from bench import report
+        from bench import report
 
-            report.build(run_dir)
-        except ImportError:
-            pass
+        report.build(run_dir)
+        print(f"report: {os.path.join(run_dir, 'report.md')} (charts in plots/)")
     print(f"results: {run_dir}")
     return 0
 
@@ -165,7 +174,26 @@ def cmd_calibrate(args):
     return 0
 
 
-COMMANDS = {"list": cmd_list, "run": cmd_run, "calibrate": cmd_calibrate}
+def cmd_report(args):
+    from bench import report
+
+    if not os.path.isfile(os.path.join(args.run_dir, "summary.csv")):
+        raise UsageError(f"{args.run_dir} is not a results folder (no summary.csv)")
+    report.build(args.run_dir)
+    print(f"report: {os.path.join(args.run_dir, 'report.md')}")
+    return 0
+
+
+def cmd_compare(args):
+    from bench import compare
+
+    if not 0 < args.threshold < 10:
+        raise UsageError(f"--threshold must be in (0, 10), got {args.threshold:g}")
+    return compare.run(args.base, args.new, threshold=args.threshold, force=args.force)
+
+
+COMMANDS = {"list": cmd_list, "run": cmd_run, "report": cmd_report, "compare": cmd_compare,
+            "calibrate": cmd_calibrate}
 
 
 def _terminate(signum, frame):
