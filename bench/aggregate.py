@@ -16,6 +16,9 @@ from bench import recorder
 EXACT_LIMIT = 6
 UNSTABLE_CV = 0.10
 COUNTS = ["attempted", "ok", "errors", "timeouts"]
+STATIC = ["target_rate", "connections", "duration_s", "client", "mix", "recipient",
+          "payload_bytes", "binary"]
+SUMMED = ["failed_tcp", "failed_upgrade", "failed_open", "failed_connect", "broadcasts"]
 
 
 def _multisets(n, rng, draws=2000):
@@ -59,9 +62,10 @@ def aggregate(rows):
     groups = {}
     for r in rows:
         if str(r["repeat"]) != "all":
-            groups.setdefault((r["variant"], r["scenario"], r["load_point"]), []).append(r)
+            key = (r["variant"], r["scenario"], r["load_point"], r.get("recipient") or "")
+            groups.setdefault(key, []).append(r)
     out = []
-    for (variant, scenario, load_point), reps in groups.items():
+    for (variant, scenario, load_point, _), reps in groups.items():
         measured = [r for r in reps if isinstance(r.get("hdr"), str) and r["hdr"]]
         hists = [recorder.decode(r["hdr"].encode()) for r in measured]
         merged = recorder.merge([r["hdr"] for r in measured])
@@ -72,7 +76,10 @@ def aggregate(rows):
         p99_lo, p99_hi = bootstrap_ci(hists, 99)
         transports = sorted({r["transport"] for r in reps if r["transport"]})
         notes = sorted({r["note"] for r in reps if r.get("note")})
-        row = {k: reps[0].get(k) for k in ("target_rate", "connections", "duration_s", "client")}
+        row = {k: reps[0][k] for k in STATIC if k in reps[0]}
+        row.update({k: int(sum(r[k] for r in measured)) for k in SUMMED if k in reps[0]})
+        if "reach" in reps[0]:
+            row["reach"] = round(_mean(measured, "reach"), 6)
         row.update(
             variant=variant, scenario=scenario, load_point=load_point, repeat="all",
             transport="/".join(transports),

@@ -46,7 +46,8 @@ def build_parser():
     rp = sub.add_parser("run", help="run a plan and write a results folder")
     rp.add_argument("--variants", help="comma-separated variant names")
     rp.add_argument("--group", help="a group of variants (default: default)")
-    rp.add_argument("--scenario", action="append", help="echo or rate (repeatable)")
+    rp.add_argument("--scenario", action="append",
+                    help=f"one of {', '.join(plan.SCENARIOS)} (repeatable; default echo, rate)")
     rp.add_argument("--connections", type=whole, help="connections (echo: 1, rate: 10)")
     rp.add_argument("--rate", type=positive_float, help="rate scenario: total msg/s (400)")
     rp.add_argument("--duration", type=positive_float, help="measured seconds per step (3)")
@@ -64,6 +65,19 @@ def build_parser():
     rp.add_argument("--allow-remote", action="store_true",
                     help="allow --target beyond loopback (refused here: loopback only)")
     rp.add_argument("--quick", action="store_true", help="about 1 s per step, one repeat")
+    sc = rp.add_argument_group("scenario settings")
+    sc.add_argument("--slo-p99-ms", type=positive_float, help="sweep SLO: p99 limit (50 ms)")
+    sc.add_argument("--slo-ok", type=positive_float, help="sweep SLO: acked fraction (0.999)")
+    sc.add_argument("--slo-achieved", type=positive_float,
+                    help="sweep SLO: achieved/target fraction (0.95)")
+    sc.add_argument("--sweep-start", type=positive_float, help="sweep: first rate (100/s)")
+    sc.add_argument("--sweep-factor", type=positive_float, help="sweep: rate step factor (2)")
+    sc.add_argument("--sweep-max", type=positive_float, help="sweep: highest rate (25600/s)")
+    sc.add_argument("--fanout-rate", type=positive_float, help="fanout: broadcasts/s (20)")
+    sc.add_argument("--connect-rate", type=positive_float, help="connect: arrivals/s (20)")
+    sc.add_argument("--block-ms", type=positive_float, help="blocking: ms per block call (50)")
+    sc.add_argument("--block-rate", type=positive_float,
+                    help="blocking: block calls/s (2), beside the echo traffic")
     rp.add_argument("--no-report", action="store_true", help=argparse.SUPPRESS)
     rp.add_argument("--variants-file", default=registry.DEFAULT_PATH, help=argparse.SUPPRESS)
 
@@ -121,7 +135,12 @@ def cmd_run(args):
     scenarios = args.scenario or ["echo", "rate"]
     options = dict(rate=args.rate, connections=args.connections, duration=args.duration,
                    warmup=args.warmup, repeats=args.repeats, payload=args.payload,
-                   seed=args.seed, quick=args.quick)
+                   seed=args.seed, quick=args.quick, slo_p99_ms=args.slo_p99_ms,
+                   slo_ok=args.slo_ok, slo_achieved=args.slo_achieved,
+                   sweep_start=args.sweep_start, sweep_factor=args.sweep_factor,
+                   sweep_max=args.sweep_max, fanout_rate=args.fanout_rate,
+                   connect_rate=args.connect_rate, block_ms=args.block_ms,
+                   block_rate=args.block_rate)
     steps, resolved = plan.build(variants, scenarios, options)
     run_dir = results.create_run_dir(args.out, args.label)
     resolved.update(variants=variants, scenarios=scenarios, pin=not args.no_pin, app=args.app,
@@ -146,18 +165,22 @@ def print_table(rows):
     """Aggregate view: one line per variant and scenario, repeats merged."""
     from bench.aggregate import aggregate
 
-    agg = sorted(aggregate(rows), key=lambda r: (r["scenario"], r["p50_us"]
-                                                 if r["p50_us"] == r["p50_us"] else 1e18))
-    header = f"{'scenario':8s} {'variant':24s} {'transport':10s} {'p50 ms':>8s} " \
-             f"{'p99 ms':>8s} {'ok/attempted':>15s} valid"
+    agg = sorted(aggregate(rows), key=lambda r: (r["scenario"], r["load_point"],
+                                                 r.get("recipient") or "",
+                                                 r["p50_us"] if r["p50_us"] == r["p50_us"]
+                                                 else 1e18))
+    header = f"{'scenario':8s} {'load point':36s} {'variant':24s} {'transport':10s} " \
+             f"{'p50 ms':>8s} {'p99 ms':>8s} {'ok/attempted':>15s} valid"
     print(header)
     print("-" * len(header))
     for r in agg:
         p50 = f"{r['p50_us'] / 1000:8.3f}" if r["p50_us"] == r["p50_us"] else f"{'-':>8s}"
         p99 = f"{r['p99_us'] / 1000:8.3f}" if r["p99_us"] == r["p99_us"] else f"{'-':>8s}"
         flag = "yes" if r["valid"] else ("DRIVER-BOUND" if r["driver_bound"] else "no")
-        print(f"{r['scenario']:8s} {r['variant']:24s} {r['transport'] or 'failed':10s} "
-              f"{p50} {p99} {r['ok']:>7d}/{r['attempted']:<7d} {flag}")
+        point = r["load_point"] + (f" [{r['recipient']}]" if r.get("recipient") else "")
+        print(f"{r['scenario']:8s} {point[:36]:36s} {r['variant']:24s} "
+              f"{r['transport'] or 'failed':10s} {p50} {p99} "
+              f"{r['ok']:>7d}/{r['attempted']:<7d} {flag}")
 
 
 def cmd_calibrate(args):

@@ -28,7 +28,8 @@ mono = time.monotonic_ns
 class Messages:
     """Per-message arrays for one worker, indexed by message number (= ack id)."""
 
-    def __init__(self, capacity):
+    def __init__(self, capacity, extras=()):
+        self.extras = {name: np.zeros(capacity, dtype=np.int64) for name in extras}
         self.conn = np.full(capacity, -1, dtype=np.int32)
         self.intended = np.zeros(capacity, dtype=np.int64)
         self.sent = np.zeros(capacity, dtype=np.int64)
@@ -39,7 +40,8 @@ class Messages:
     def trimmed(self):
         n = self.used
         return dict(conn=self.conn[:n], intended=self.intended[:n], sent=self.sent[:n],
-                    received=self.received[:n], outcome=self.outcome[:n])
+                    received=self.received[:n], outcome=self.outcome[:n],
+                    **{name: a[:n] for name, a in self.extras.items()})
 
 
 def _listener_class():
@@ -57,7 +59,10 @@ def _listener_class():
             self.alive = False
             self.outstanding = 0
             self.on_ack = None  # closed loop hook: called with (conn, received_ns)
-            self.on_event = None  # fanout hook: called with (conn, name, args, received_ns)
+            self.on_event = None  # fanout hook: called with (conn, packet, received_ns)
+            self.binary_ack = None  # ack id whose binary attachment is still to come
+            self.binary = None  # attachment sent after each binary event
+            self.open_ns = 0
 
         def on_ws_connected(self, transport):
             self.transport = transport
@@ -65,19 +70,17 @@ def _listener_class():
         def on_ws_frame(self, transport, frame):
             now = mono()
             if frame.msg_type != WSMsgType.TEXT:
-                if frame.msg_type == WSMsgType.CLOSE:
+                if frame.msg_type == WSMsgType.BINARY and self.binary_ack is not None:
+                    k, self.binary_ack = self.binary_ack, None
+                    self._acked(k, now)  # a binary ack is complete with its attachment
+                elif frame.msg_type == WSMsgType.CLOSE:
                     transport.disconnect()
                 return
             packet = frame.get_payload_as_utf8_text()
             if packet.startswith("43"):
-                k = protocol.parse_ack_id(packet)
-                m = self.messages
-                if k is not None and 0 <= k < m.used and m.outcome[k] == UNSENT:
-                    m.received[k] = now
-                    m.outcome[k] = OK
-                    self.outstanding -= 1
-                    if self.on_ack is not None:
-                        self.on_ack(self, now)
+                self._acked(protocol.parse_ack_id(packet), now)
+            elif packet.startswith("46"):
+                self.binary_ack = protocol.parse_binary_ack_id(packet)
             elif packet == "2":
                 transport.send(WSMsgType.TEXT, b"3")
             elif packet.startswith("42"):
@@ -85,6 +88,7 @@ def _listener_class():
                     self.on_event(self, packet, now)
             elif self.stage == "open":
                 try:
+                    self.open_ns = now
                     self.handshake_info = protocol.parse_open(packet)
                     self.stage = "connect"
                     transport.send(WSMsgType.TEXT, protocol.CONNECT.encode())
@@ -102,6 +106,15 @@ def _listener_class():
             elif packet.startswith("41") or packet.startswith("1"):
                 transport.disconnect()
 
+        def _acked(self, k, now):
+            m = self.messages
+            if k is not None and 0 <= k < m.used and m.outcome[k] == UNSENT:
+                m.received[k] = now
+                m.outcome[k] = OK
+                self.outstanding -= 1
+                if self.on_ack is not None:
+                    self.on_ack(self, now)
+
         def _fail(self, exc):
             if not self.handshake.done():
                 self.handshake.set_exception(exc)
@@ -115,6 +128,13 @@ def _listener_class():
         def send_text(self, text):
             self.transport.send(WSMsgType.TEXT, text.encode())
 
+        def send_message(self, k, body):
+            if self.binary is None:
+                self.transport.send(WSMsgType.TEXT, protocol.event_packet(k, body).encode())
+            else:
+                self.transport.send(WSMsgType.TEXT, protocol.binary_event_packet(k, body).encode())
+                self.transport.send(WSMsgType.BINARY, self.binary)
+
         def close(self):
             if self.transport is not None and self.alive:
                 try:
@@ -125,27 +145,59 @@ def _listener_class():
     return Connection
 
 
-async def connect(url, index, messages, timeout):
-    """Open one WebSocket and complete the Engine.IO and Socket.IO handshakes."""
+async def connect(url, index, messages, timeout, stamps=None):
+    """Open one WebSocket and complete the Engine.IO and Socket.IO handshakes.
+
+    With ``stamps`` (a dict), record when TCP connected, the upgrade completed and the
+    Engine.IO OPEN and Socket.IO CONNECT replies arrived (monotonic ns), and which stage
+    failed, for the connect scenario.
+    """
+    import socket
+
     from picows import ws_connect
 
     cls = _listener_class()
     holder = {}
+    stamps = {} if stamps is None else stamps
 
     def factory():
         holder["c"] = cls(index, messages)
         return holder["c"]
 
-    await asyncio.wait_for(ws_connect(factory, url, websocket_handshake_timeout=timeout), timeout)
+    async def tcp(parsed):
+        loop = asyncio.get_running_loop()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            await loop.sock_connect(sock, (parsed.host, parsed.port))
+        except BaseException:
+            sock.close()
+            raise
+        stamps["tcp"], stamps["failed"] = mono(), "upgrade"
+        return sock
+
+    stamps["failed"] = "tcp"
+    await asyncio.wait_for(ws_connect(factory, url, websocket_handshake_timeout=timeout,
+                                      socket_factory=tcp), timeout)
+    stamps["upgrade"] = mono()
+    stamps["failed"] = "open"
     conn = holder["c"]
-    await asyncio.wait_for(conn.handshake, timeout)
+    try:
+        await asyncio.wait_for(conn.handshake, timeout)
+    except BaseException:
+        if conn.open_ns:
+            stamps["failed"] = "connect"
+        raise
+    stamps["open"], stamps["connect"] = conn.open_ns, mono()
+    stamps["failed"] = ""
     return conn
 
 
 def _send(conn, m, k, body, now):
     m.sent[k] = now
     conn.outstanding += 1
-    conn.send_text(protocol.event_packet(k, body))
+    conn.send_message(k, body)
 
 
 def _bounded_capacity(job):
@@ -224,24 +276,159 @@ def open_schedule(job, t0):
 
 async def run_job(job, t0_source):
     """Connect, wait for t0, run the scenario's loop, settle outstanding acks, close."""
+    kind = job.get("kind") or ("open" if job.get("rate") else "closed")
+    if kind == "fanout":
+        return await run_fanout(job, t0_source)
+    if kind == "connect":
+        return await run_connect(job, t0_source)
     m = Messages(_bounded_capacity(job) or 1)
     url = protocol.ws_url(job["host"], job["port"])
     conns = await asyncio.gather(*(connect(url, i, m, job["timeout"]) for i in job["conns"]))
-    body = protocol.event_body(job.get("event", "echo"), payload(job["payload"]))
+    if job.get("binary"):
+        body = protocol.event_body("echo", protocol.PLACEHOLDER)
+        for c in conns:
+            c.binary = b"\xa5" * max(1, int(job["payload"]))
+    else:
+        body = protocol.event_body(job.get("event", "echo"), payload(job["payload"]))
+    blocker = None
+    if job.get("blockers") and 0 in job["conns"]:
+        blocker = await connect(url, -1, Messages(1), job["timeout"])
     t0 = await t0_source()
     end_ns = t0 + int((job["warmup"] + job["duration"]) * 1e9)
-    if job.get("rate"):
+    background = asyncio.ensure_future(block_calls(blocker, job["blockers"], t0, end_ns)) \
+        if blocker else None
+    if kind == "open":
         await open_loop(conns, m, body, open_schedule(job, t0))
     else:
         finished = await closed_loop(conns, m, body, t0, end_ns, m.conn.shape[0])
         await asyncio.wait_for(finished, job["warmup"] + job["duration"] + job["timeout"] + 1)
-    deadline = mono() + int(job["timeout"] * 1e9)
+    await _settle_and_close(m, conns + ([blocker] if blocker else []), job["timeout"])
+    if background:
+        background.cancel()
+    return m
+
+
+async def block_calls(conn, spec, t0, end_ns):
+    """Fire-and-forget ``block`` events (sleep or CPU for ``ms``) at ``rate`` per second,
+    beside the measured echo traffic: the blocking scenario's slow handlers."""
+    body = protocol.event_body("block", {"ms": spec["ms"], "kind": spec["kind"]})
+    interval = int(1e9 / spec["rate"])
+    at = t0 + interval // 2
+    while at < end_ns and conn.alive:
+        delay = (at - mono()) / 1e9
+        if delay > 0:
+            await asyncio.sleep(delay)
+        conn.send_text("42" + body)
+        at += interval
+
+
+async def _settle_and_close(m, conns, timeout):
+    deadline = mono() + int(timeout * 1e9)
     while any(c.outstanding > 0 and c.alive for c in conns) and mono() < deadline:
         await asyncio.sleep(0.005)
     settle(m, conns)
     for c in conns:
         c.close()
     await asyncio.sleep(0)
+
+
+async def run_fanout(job, t0_source):
+    """N members join one room; a sender triggers ``broadcast`` at ``rate``. Each delivery is
+    a message: index = trigger × members + member, intended = the trigger's intended time."""
+    members, rate = job["members"], job["rate"]
+    n_triggers = int(rate * (job["warmup"] + job["duration"]))
+    m = Messages(n_triggers * members)
+    url = protocol.ws_url(job["host"], job["port"])
+    room = f"fan-{job['port']}"
+    sender_msgs = Messages(n_triggers + members + 1)
+    conns = await asyncio.gather(*(connect(url, i, sender_msgs, job["timeout"])
+                                   for i in range(members)))
+    sender = await connect(url, members, sender_msgs, job["timeout"])
+    for i, c in enumerate(conns):  # join, each acked, before the clock starts
+        k = sender_msgs.used
+        sender_msgs.used += 1
+        _send(c, sender_msgs, k, protocol.event_body("join", {"room": room}), mono())
+    deadline = mono() + int(job["timeout"] * 1e9)
+    while any(c.outstanding for c in conns) and mono() < deadline:
+        await asyncio.sleep(0.005)
+    if any(c.outstanding for c in conns):
+        raise ConnectionError("members did not all join the room in time")
+    m.used = n_triggers * members
+    m.conn[:] = np.tile(np.arange(members, dtype=np.int32), n_triggers)
+
+    def delivered(conn, packet, now):
+        trigger = protocol.parse_trigger_id(packet)
+        if trigger is not None and 0 <= trigger < n_triggers:
+            k = trigger * members + conn.index
+            if m.outcome[k] == UNSENT:
+                m.received[k], m.outcome[k] = now, OK
+
+    for c in conns:
+        c.on_event = delivered
+    pad = "x" * max(0, int(job["payload"]) - 40)
+    t0 = await t0_source()
+    times = t0 + np.round(np.arange(n_triggers) * (1e9 / rate)).astype(np.int64)
+    for trigger in range(n_triggers):
+        delay = (int(times[trigger]) - mono()) / 1e9
+        if delay > 0:
+            await asyncio.sleep(delay)
+        now = mono()
+        span = slice(trigger * members, (trigger + 1) * members)
+        m.intended[span], m.sent[span] = times[trigger], now
+        if sender.alive:
+            sender.send_text("42" + protocol.event_body(
+                "broadcast", {"room": room, "id": trigger, "p": pad}))
+    deadline = mono() + int(job["timeout"] * 1e9)
+    while mono() < deadline and np.any(m.outcome[:m.used] == UNSENT):
+        await asyncio.sleep(0.005)
+    alive = np.array([c.alive for c in conns])
+    missing = m.outcome[:m.used] == UNSENT
+    m.outcome[:m.used][missing] = np.where(alive[m.conn[:m.used][missing]], TIMEOUT, DISCONNECT)
+    for c in [*conns, sender]:
+        c.close()
+    await asyncio.sleep(0)
+    return m
+
+
+async def run_connect(job, t0_source):
+    """New connections arriving at ``rate``: each attempt is a message whose stages (TCP,
+    upgrade, Engine.IO open, Socket.IO connect) are stamped; it is closed once connected."""
+    rate = job["rate"]
+    n = int(rate * (job["warmup"] + job["duration"]))
+    m = Messages(n, extras=("tcp_ns", "upgrade_ns", "open_ns", "failed_stage"))
+    url = protocol.ws_url(job["host"], job["port"])
+    t0 = await t0_source()
+    times = t0 + np.round(np.arange(n) * (1e9 / rate)).astype(np.int64)
+    stages = {"": 0, "tcp": 1, "upgrade": 2, "open": 3, "connect": 4}
+    tasks = []
+
+    async def attempt(k):
+        stamps = {}
+        m.sent[k] = mono()
+        try:
+            conn = await connect(url, k, Messages(1), job["timeout"], stamps)
+        except Exception:  # noqa: BLE001 - a failed attempt is a counted outcome
+            m.outcome[k] = ERROR
+            m.extras["failed_stage"][k] = stages[stamps.get("failed", "tcp")]
+            for key in ("tcp", "upgrade"):
+                m.extras[f"{key}_ns"][k] = stamps.get(key, 0)
+            return
+        m.received[k], m.outcome[k] = stamps["connect"], OK
+        m.extras["tcp_ns"][k], m.extras["upgrade_ns"][k] = stamps["tcp"], stamps["upgrade"]
+        m.extras["open_ns"][k] = stamps["open"]
+        conn.close()
+
+    for k in range(n):
+        delay = (int(times[k]) - mono()) / 1e9
+        if delay > 0:
+            await asyncio.sleep(delay)
+        m.used, m.conn[k], m.intended[k] = k + 1, k, times[k]
+        tasks.append(asyncio.ensure_future(attempt(k)))
+    if tasks:
+        await asyncio.wait(tasks, timeout=job["timeout"] * 2 + 1)
+    for t in tasks:
+        t.cancel()
+    m.outcome[:m.used][m.outcome[:m.used] == UNSENT] = TIMEOUT
     return m
 
 

@@ -29,6 +29,27 @@ def event_packet(ack_id, body):
     return f"42{ack_id}{body}"
 
 
+def binary_event_packet(ack_id, body):
+    """``451-<id>[...]``: a BINARY_EVENT with one attachment (sent as the next frame)."""
+    return f"451-{ack_id}{body}"
+
+
+PLACEHOLDER = {"_placeholder": True, "num": 0}
+
+
+def parse_binary_ack_id(packet):
+    """Ack id of a ``46<n>-<id>[...]`` BINARY_ACK packet, or None."""
+    if not packet.startswith("46"):
+        return None
+    dash = packet.find("-", 2)
+    if dash < 0:
+        return None
+    end = dash + 1
+    while end < len(packet) and packet[end].isdigit():
+        end += 1
+    return int(packet[dash + 1:end]) if end > dash + 1 else None
+
+
 def parse_ack_id(packet):
     """Ack id of a ``43<id>[...]`` packet, or None when the packet is not an ACK."""
     if not packet.startswith("43"):
@@ -38,6 +59,18 @@ def parse_ack_id(packet):
     while end < n and packet[end].isdigit():
         end += 1
     return int(packet[2:end]) if end > 2 else None
+
+
+def parse_trigger_id(packet):
+    """The ``"id"`` of a broadcast event ``42["broadcast",{..."id":N...}]`` without a full
+    JSON parse (members see many of these), or None."""
+    at = packet.find('"id":')
+    if at < 0:
+        return None
+    end = at + 5
+    while end < len(packet) and packet[end].isdigit():
+        end += 1
+    return int(packet[at + 5:end]) if end > at + 5 else None
 
 
 def parse_event(packet):

@@ -73,6 +73,70 @@ def measure_mask(arrays, t0, warmup, duration):
 
 
 def summarize(step, arrays, t0, transport, resources, client, open_loop, note=""):
+    """Summary rows for a step's measured messages: one, or four for fanout."""
+    if step.kind == "fanout":
+        return fanout_rows(step, arrays, t0, transport, resources, client, note)
+    row = summarize_messages(step, arrays, t0, transport, resources, client, open_loop, note)
+    if step.kind == "connect":
+        row.update(connect_columns(step, arrays, t0))
+    return [dict(row, **step.extra)]
+
+
+def connect_columns(step, arrays, t0):
+    """Per-stage times from the attempt's start (TCP, upgrade, Engine.IO open, Socket.IO
+    connect) and failures counted by the stage that failed."""
+    measure = measure_mask(arrays, t0, step.warmup, step.duration)
+    ok = measure & (arrays["outcome"] == OK)
+    sent = arrays["sent"][ok]
+    out = {}
+    for stage, stamp in (("tcp", arrays["tcp_ns"][ok]), ("upgrade", arrays["upgrade_ns"][ok]),
+                         ("open", arrays["open_ns"][ok]), ("connect", arrays["received"][ok])):
+        st = stats(histogram_of((stamp - sent) / 1000.0))
+        out[f"{stage}_p50_us"], out[f"{stage}_p99_us"] = st["p50_us"], st["p99_us"]
+    failed = arrays["failed_stage"][measure]
+    for code, stage in ((1, "tcp"), (2, "upgrade"), (3, "open"), (4, "connect")):
+        out[f"failed_{stage}"] = int((failed == code).sum())
+    return out
+
+
+def fanout_rows(step, arrays, t0, transport, resources, client, note):
+    """first / median / last recipient per broadcast, and all deliveries, plus ``reach``."""
+    members = step.connections
+    measure = measure_mask(arrays, t0, step.warmup, step.duration)
+    n_triggers = len(arrays["intended"]) // members
+    shape = (n_triggers, members)
+    latency = ((arrays["received"] - arrays["intended"]) / 1000.0).reshape(shape)
+    delivered = (arrays["outcome"] == OK).reshape(shape)
+    in_window = measure.reshape(shape)[:, 0]
+    lat = np.where(delivered, latency, np.nan)[in_window]
+    full = delivered[in_window].all(axis=1)
+    reach = float(delivered[in_window].mean()) if lat.size else float("nan")
+    base = summarize_messages(step, arrays, t0, transport, resources, client, True, note)
+    triggers = int(in_window.sum())
+    rows = []
+    for recipient, values in (("first", np.nanmin(lat, axis=1) if lat.size else lat),
+                              ("median", np.nanmedian(lat[full], axis=1) if full.any() else []),
+                              ("last", np.nanmax(lat[full], axis=1) if full.any() else []),
+                              ("all", lat[~np.isnan(lat)])):
+        values = np.asarray(values, dtype=float)
+        values = values[~np.isnan(values)]
+        h = histogram_of(values)
+        row = dict(base, **stats(h), hdr=h.encode().decode(), recipient=recipient,
+                   reach=round(reach, 6), broadcasts=triggers)
+        if recipient != "all":
+            # one value per broadcast: counts are broadcasts, not deliveries
+            row.update(attempted=triggers, ok=len(values), errors=0,
+                       timeouts=triggers - len(values),
+                       achieved_rate=round(len(values) / step.duration, 1))
+        rows.append(row)
+    if reach < 0.999:
+        for row in rows:
+            row["valid"] = False
+            row["note"] = "; ".join(filter(None, [row["note"], f"reach {100 * reach:.2f} %"]))
+    return rows
+
+
+def summarize_messages(step, arrays, t0, transport, resources, client, open_loop, note=""):
     """One summary row for a step's measured messages."""
     measure = measure_mask(arrays, t0, step.warmup, step.duration)
     outcome = arrays["outcome"][measure]
@@ -131,6 +195,7 @@ def summarize(step, arrays, t0, transport, resources, client, open_loop, note=""
 def failed_row(step, transport, note, client=""):
     """A recorded failure: the variant did not serve; the run goes on."""
     row = {c: float("nan") for c in SUMMARY_COLUMNS}
+    row.update(step.extra)
     row.update(variant=step.variant, scenario=step.scenario, load_point=step.load_point,
                repeat=str(step.repeat), transport=transport,
                target_rate=step.rate if step.rate else float("nan"),
@@ -165,5 +230,11 @@ def sample_rows(step, arrays, t0, transport):
         "outcome": pd.Series(arrays["outcome"]).map(OUTCOMES).to_numpy(),
         "transport": transport,
     })
-    late = frame["intended_ns"] >= t0 + int((step.warmup + step.duration) * 1e9)
-    return frame[~late]
+    if step.kind == "connect":
+        for stage in ("tcp", "upgrade", "open"):
+            stamp = arrays[f"{stage}_ns"]
+            frame[f"{stage}_us"] = np.where(stamp > 0, (stamp - arrays["sent"]) / 1000.0, np.nan)
+        frame["failed_stage"] = arrays["failed_stage"]
+    for key, value in step.extra.items():
+        frame[key] = value
+    return frame

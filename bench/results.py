@@ -132,7 +132,7 @@ def write_summary(run_dir, rows, columns):
 
 
 def write_part(run_dir, index, frame):
-    atomic_csv(frame, os.path.join(run_dir, ".parts", f"samples-{index:05d}.csv.gz"))
+    atomic_csv(frame, os.path.join(run_dir, ".parts", f"samples-{index}.csv.gz"))
 
 
 def join_parts(run_dir):

@@ -8,6 +8,9 @@ import os
 import re
 import shutil
 import time
+from dataclasses import replace
+
+import pandas as pd
 
 from bench import SCHEMA_VERSION, __version__, aggregate, lifecycle, recorder, results
 from bench.load import DriverError, run_load
@@ -15,6 +18,28 @@ from bench.resources import Sampler
 from bench.verify import verify
 
 ERROR_LINE = re.compile(r"^([A-Za-z_][\w.]*(Error|Exception)): (.*)$", re.M)
+
+
+def slo_text(o):
+    return (f"p99 <= {o['slo_p99_ms']:g} ms, acked >= {100 * o['slo_ok']:g} %, "
+            f"achieved >= {100 * o['slo_achieved']:g} % of target")
+
+
+def slo_breach(row, rate, o):
+    """Why a sweep step broke the SLO, or "" when it held."""
+    if not row["transport"]:
+        return "server failed"
+    if row["attempted"] == 0:
+        return "nothing measured"
+    if row["driver_bound"]:
+        return "driver-bound (the driver, not the server, limited this step)"
+    if row["ok"] < o["slo_ok"] * row["attempted"]:
+        return f"only {100 * row['ok'] / row['attempted']:.2f} % acked"
+    if row["achieved_rate"] < o["slo_achieved"] * rate:
+        return f"achieved {row['achieved_rate']:.0f} msg/s"
+    if not row["p99_us"] <= o["slo_p99_ms"] * 1000:
+        return f"p99 {row['p99_us'] / 1000:.1f} ms > {o['slo_p99_ms']:g} ms"
+    return ""
 
 
 def cpu_layout(pin):
@@ -43,7 +68,7 @@ class Run:
     def __init__(self, registry, steps, options, run_dir, progress, app=None):
         self.registry, self.steps, self.options = registry, steps, options
         self.run_dir, self.progress, self.app = run_dir, progress, app
-        self.rows, self.resource_rows = [], []
+        self.rows, self.resource_rows, self.knees = [], [], []
         self.server_cpus, self.driver_cpus = cpu_layout(options.get("pin", True))
         self.started = results.utc_now()
         self.started_wall = time.time()
@@ -70,11 +95,10 @@ class Run:
             os.sched_setaffinity(0, self.driver_cpus)
         try:
             for step in self.steps:
-                self.progress.step(step)
-                row = self.run_step(step)
-                self.rows.append(row)
-                self.progress.done(step, row)
-                self.flush()
+                if step.sweep_rates:
+                    self.run_sweep(step)
+                else:
+                    self.record(step, self.run_step(step))
             self.meta["status"] = "complete"
         except BaseException:
             self.meta["status"] = "partial"
@@ -83,14 +107,54 @@ class Run:
             self.finish()
         return self.rows
 
+    def record(self, step, rows):
+        self.rows.extend(rows)
+        self.progress.done(step, rows[-1])
+        self.flush()
+
+    def run_sweep(self, step):
+        """Walk the rates upwards until the SLO breaks, then bisect (geometrically) between
+        the last pass and the first failure to sharpen the knee."""
+        o = self.options
+        passed, failed, reason = None, None, "no break up to the sweep's top rate"
+        rates = list(step.sweep_rates)
+        refine = 0 if o.get("quick") else o.get("sweep_refine", 2)
+        j = 0
+        while rates:
+            rate = rates.pop(0)
+            sub = replace(step, rate=rate, load_point=f"{rate:g} msg/s", sweep_rates=(),
+                          extra=dict(step.extra))
+            self.progress.step(sub)
+            rows = self.run_step(sub, part=j)
+            j += 1
+            broken = slo_breach(rows[0], rate, o)
+            for row in rows:
+                row["slo_pass"] = not broken
+            self.record(sub, rows)
+            if broken:
+                failed, reason = rate, f"{broken} at {rate:g} msg/s"
+                rates = []
+            else:
+                passed = rate
+            if failed and passed and refine > 0:
+                refine -= 1
+                mid = round((passed * failed) ** 0.5, 1)
+                rates = [mid]
+        knee = max([r["target_rate"] for r in self.rows if r.get("slo_pass") is True and
+                    r["variant"] == step.variant and r["scenario"] == "sweep" and
+                    str(r["repeat"]) == str(step.repeat)], default=0.0)
+        self.knees.append(dict(variant=step.variant, knee_msg_s=knee, slo=slo_text(o),
+                               reason=reason, repeat=step.repeat))
+        self.flush()
+
     def flush(self):
         rows = self.rows + aggregate.aggregate(self.rows)
         results.write_summary(self.run_dir, rows, recorder.SUMMARY_COLUMNS)
         if self.resource_rows:
-            import pandas as pd
-
             results.atomic_csv(pd.DataFrame(self.resource_rows),
                                os.path.join(self.run_dir, "resources.csv"))
+        if self.knees:
+            results.atomic_csv(pd.DataFrame(self.knees), os.path.join(self.run_dir, "knees.csv"))
 
     def finish(self):
         lifecycle.kill_all_groups()
@@ -104,11 +168,12 @@ class Run:
         finally:
             shutil.rmtree(self.work, ignore_errors=True)
 
-    def run_step(self, step):
+    def run_step(self, step, part=0):
+        """One server lifecycle; the step's summary rows (failures are rows too)."""
         variant = self.registry.variants[step.variant]
         reason = variant.unavailable_reason()
         if reason:
-            return recorder.failed_row(step, "", f"unavailable: {reason}")
+            return [recorder.failed_row(step, "", f"unavailable: {reason}")]
         log_path = os.path.join(self.run_dir, "logs", f"{step.variant}.log")
         with open(log_path, "a") as log:
             log.write(f"\n=== step {step.index}: {step.scenario} {step.load_point} "
@@ -120,14 +185,17 @@ class Run:
                 verdict = verify(lifecycle.HOST, server.port, timeout=step.timeout)
                 if not verdict.transport:
                     complaint = server_complaint(log_path, offset)
-                    return recorder.failed_row(
-                        step, "", verdict.note + (f" (server: {complaint})" if complaint else ""))
-                return self.measure(step, server, verdict, log_path, offset)
+                    return [recorder.failed_row(
+                        step, "", verdict.note + (f" (server: {complaint})" if complaint else ""))]
+                return self.measure(step, server, verdict, log_path, offset, part)
         except lifecycle.NotReady as exc:
-            return recorder.failed_row(step, "", f"not ready: {exc}")
+            return [recorder.failed_row(step, "", f"not ready: {exc}")]
 
-    def measure(self, step, server, verdict, log_path, offset):
+    def measure(self, step, server, verdict, log_path, offset, part):
         client = "lean" if verdict.transport == "websocket" else "python-socketio"
+        if client != "lean" and step.kind in ("fanout", "connect"):
+            return [recorder.failed_row(step, verdict.transport, f"{verdict.note}; the "
+                                        f"{step.scenario} scenario needs WebSocket", client)]
         note = ""
         if verdict.transport != "websocket":
             complaint = server_complaint(log_path, offset)
@@ -138,7 +206,8 @@ class Run:
                    timeout=step.timeout, payload=step.payload,
                    max_messages=min(5_000_000, int((step.warmup + step.duration) * 50_000)
                                     * step.connections),
-                   event="echo")
+                   event="echo", kind=step.kind, binary=step.binary,
+                   blockers=step.blockers, members=step.connections)
         sampler = Sampler(step.variant, self.started_wall)
         sampler.watch("server", [server.pid], tree=True)
 
@@ -152,12 +221,12 @@ class Run:
             arrays, t0 = run_load(job, self.work, cpus=self.driver_cpus, client=client,
                                   on_start=on_start)
         except DriverError as exc:
-            return recorder.failed_row(step, verdict.transport, f"driver failed: {exc}", client)
+            return [recorder.failed_row(step, verdict.transport, f"driver failed: {exc}", client)]
         finally:
             sampler.stop()
             self.resource_rows.extend(sampler.rows)
-        row = recorder.summarize(step, arrays, t0, verdict.transport, sampler.window(),
-                                 client, step.open_loop, note)
-        results.write_part(self.run_dir, step.index,
+        rows = recorder.summarize(step, arrays, t0, verdict.transport, sampler.window(),
+                                  client, step.open_loop, note)
+        results.write_part(self.run_dir, f"{step.index:05d}-{part:02d}",
                            recorder.sample_rows(step, arrays, t0, verdict.transport))
-        return row
+        return rows
