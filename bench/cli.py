@@ -219,21 +219,37 @@ COMMANDS = {"list": cmd_list, "run": cmd_run, "report": cmd_report, "compare": c
             "calibrate": cmd_calibrate}
 
 
-def _terminate(signum, frame):
-    raise KeyboardInterrupt
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM: stop after cleaning up (finished steps stay written)."""
+
+
+def _interrupt(signum, frame):
+    """First signal: unwind through every ``finally`` (servers stopped, results written).
+    Second signal: the user insists; kill every process group and leave at once."""
+    if _interrupt.seen:
+        lifecycle.kill_all_groups()
+        os._exit(130)
+    _interrupt.seen = True
+    raise Interrupted(signal.Signals(signum).name)
+
+
+_interrupt.seen = False
 
 
 def main(argv=None):
-    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     try:
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args)
     except UsageError as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        lifecycle.kill_all_groups()
-        print("bench: interrupted; finished steps are written", file=sys.stderr)
+    except Interrupted as exc:
+        print(f"bench: interrupted by {exc}; finished steps are written", file=sys.stderr)
         return 130
+    except OSError as exc:
+        print(f"bench: error: cannot write results: {exc}", file=sys.stderr)
+        return 1
     finally:
         lifecycle.kill_all_groups()

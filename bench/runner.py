@@ -98,10 +98,12 @@ class Run:
                 if step.sweep_rates:
                     self.run_sweep(step)
                 else:
+                    self.progress.step(step)
                     self.record(step, self.run_step(step))
             self.meta["status"] = "complete"
-        except BaseException:
+        except BaseException as exc:
             self.meta["status"] = "partial"
+            self.meta["stopped_by"] = f"{type(exc).__name__}: {exc}"[:300]
             raise
         finally:
             self.finish()
@@ -157,16 +159,22 @@ class Run:
             results.atomic_csv(pd.DataFrame(self.knees), os.path.join(self.run_dir, "knees.csv"))
 
     def finish(self):
+        """Write what was measured, whatever happened; the first write error is re-raised
+        after every other write has been tried."""
         lifecycle.kill_all_groups()
         self.meta["finished_utc"] = results.utc_now().isoformat()
         self.meta["steps_done"] = len(self.rows)
-        try:
-            self.flush()
-            results.join_parts(self.run_dir)
-            results.write_meta(self.run_dir, self.meta)
-            results.point_latest(self.run_dir)
-        finally:
-            shutil.rmtree(self.work, ignore_errors=True)
+        first_error = None
+        for write in (self.flush, lambda: results.join_parts(self.run_dir),
+                      lambda: results.write_meta(self.run_dir, self.meta),
+                      lambda: results.point_latest(self.run_dir)):
+            try:
+                write()
+            except OSError as exc:
+                first_error = first_error or exc
+        shutil.rmtree(self.work, ignore_errors=True)
+        if first_error:
+            raise first_error
 
     def run_step(self, step, part=0):
         """One server lifecycle; the step's summary rows (failures are rows too)."""
