@@ -201,8 +201,10 @@ def _send(conn, m, k, body, now):
 
 
 def _bounded_capacity(job):
+    """Open loop: the whole schedule (an upper bound on this worker's slice); closed loop:
+    the job's message cap. Either way the arrays bound the loop."""
     if job.get("rate"):
-        return len(job["conns"]) and int(job["rate"] * (job["warmup"] + job["duration"]) + 2)
+        return int(job["rate"] * (job["warmup"] + job["duration"]) + 2)
     return int(job["max_messages"])
 
 
@@ -281,7 +283,7 @@ async def run_job(job, t0_source):
         return await run_fanout(job, t0_source)
     if kind == "connect":
         return await run_connect(job, t0_source)
-    m = Messages(_bounded_capacity(job) or 1)
+    m = Messages(_bounded_capacity(job))
     url = protocol.ws_url(job["host"], job["port"])
     conns = await asyncio.gather(*(connect(url, i, m, job["timeout"]) for i in job["conns"]))
     if job.get("binary"):

@@ -5,14 +5,14 @@ would be measured as server latency. Each WebSocket message carries one Engine.I
 """
 import json
 
-EIO_OPEN, EIO_CLOSE, EIO_PING, EIO_PONG, EIO_MESSAGE, EIO_NOOP = "0", "1", "2", "3", "4", "6"
-SIO_CONNECT, SIO_DISCONNECT, SIO_EVENT, SIO_ACK, SIO_ERROR = "0", "1", "2", "3", "4"
-SIO_BINARY_EVENT, SIO_BINARY_ACK = "5", "6"
+# Engine.IO packet types: 0 open, 1 close, 2 ping, 3 pong, 4 message. Inside a message,
+# Socket.IO types: 0 connect, 1 disconnect, 2 event, 3 ack, 4 connect error, 5 binary event,
+# 6 binary ack. So "42" is an event, "43" an ack, "40" a namespace connect.
+EIO_OPEN = "0"
 
 WS_PATH = "/socket.io/?EIO=4&transport=websocket"
 CONNECT = "40"
 DISCONNECT = "41"
-PONG = "3"
 
 
 def ws_url(host, port):
@@ -71,17 +71,6 @@ def parse_trigger_id(packet):
     while end < len(packet) and packet[end].isdigit():
         end += 1
     return int(packet[at + 5:end]) if end > at + 5 else None
-
-
-def parse_event(packet):
-    """``(name, args)`` of a ``42[...]`` event packet (no ack id), else None."""
-    if not packet.startswith("42"):
-        return None
-    i = 2
-    while i < len(packet) and packet[i].isdigit():
-        i += 1
-    payload = json.loads(packet[i:])
-    return payload[0], payload[1:]
 
 
 def parse_open(packet):
