@@ -120,8 +120,10 @@ def cmd_run(args):
     from bench.progress import Progress
     from bench.runner import Run
 
-    if args.target:
-        raise UsageError("--target is not supported yet: the harness spawns its own servers")
+    target = parse_target(args.target, args.allow_remote) if args.target else None
+    if target and (args.variants or args.group or args.app):
+        raise UsageError("--target measures one running server; it excludes --variants, "
+                         "--group and --app")
     if args.client == "python-socketio":
         raise UsageError("--client python-socketio is not supported yet: the stock client is "
                          "used automatically where a variant serves only long-polling")
@@ -131,7 +133,7 @@ def cmd_run(args):
     names = [n.strip() for n in args.variants.split(",") if n.strip()] if args.variants else None
     if args.variants is not None and not names:
         raise UsageError("--variants is empty")
-    variants = [v.name for v in reg.select(names, args.group)]
+    variants = ["target"] if target else [v.name for v in reg.select(names, args.group)]
     scenarios = args.scenario or ["echo", "rate"]
     options = dict(rate=args.rate, connections=args.connections, duration=args.duration,
                    warmup=args.warmup, repeats=args.repeats, payload=args.payload,
@@ -144,11 +146,12 @@ def cmd_run(args):
     steps, resolved = plan.build(variants, scenarios, options)
     run_dir = results.create_run_dir(args.out, args.label)
     resolved.update(variants=variants, scenarios=scenarios, pin=not args.no_pin, app=args.app,
-                    label=args.label)
+                    label=args.label, target=args.target)
     progress = Progress(len(steps))
     print(f"bench: {len(steps)} steps -> {run_dir}", file=sys.stderr, flush=True)
     try:
-        rows = Run(reg, steps, resolved, run_dir, progress, app=args.app).execute()
+        rows = Run(reg, steps, resolved, run_dir, progress, app=args.app,
+                   target=target).execute()
     finally:
         progress.close()
     print_table(rows)
@@ -159,6 +162,32 @@ def cmd_run(args):
         print(f"report: {os.path.join(run_dir, 'report.md')} (charts in plots/)")
     print(f"results: {run_dir}")
     return 0
+
+
+LOOPBACK = ("localhost", "::1")
+
+
+def parse_target(url, allow_remote):
+    """(host, port) of ``--target http://HOST:PORT``; loopback only unless --allow-remote."""
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "ws") or not parts.hostname:
+        raise UsageError(f"--target must look like http://127.0.0.1:PORT, got {url!r}")
+    try:
+        port = parts.port or 80
+    except ValueError:
+        raise UsageError(f"--target has a bad port: {url!r}") from None
+    host = parts.hostname
+    try:
+        loopback = host in LOOPBACK or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback and not allow_remote:
+        raise UsageError(f"--target {host} is not a loopback address; pass --allow-remote "
+                         "to measure a server on another host")
+    return host, port
 
 
 def print_table(rows):

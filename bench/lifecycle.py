@@ -91,6 +91,8 @@ def kill_all_groups():
 class Server:
     """A spawned server: its process, port and log."""
 
+    host = HOST
+
     def __init__(self, proc, port, log_path):
         self.proc, self.port, self.log_path = proc, port, log_path
 

@@ -62,11 +62,19 @@ def server_complaint(log_path, offset):
     return hits[-1][:200] if hits else ""
 
 
+class Target:
+    """A server the harness did not spawn (``--target``): no pid to sample, nothing to stop."""
+
+    def __init__(self, host, port):
+        self.host, self.port, self.pid = host, port, None
+
+
 class Run:
     """One plan run into one results folder."""
 
-    def __init__(self, registry, steps, options, run_dir, progress, app=None):
+    def __init__(self, registry, steps, options, run_dir, progress, app=None, target=None):
         self.registry, self.steps, self.options = registry, steps, options
+        self.target = target
         self.run_dir, self.progress, self.app = run_dir, progress, app
         self.rows, self.resource_rows, self.knees = [], [], []
         self.server_cpus, self.driver_cpus = cpu_layout(options.get("pin", True))
@@ -79,8 +87,9 @@ class Run:
             git_commit=results.git_commit(), started_utc=self.started.isoformat(),
             finished_utc=None, status="running", host=results.host_info(),
             packages={"default": results.package_versions()},
-            variants={n: registry.variants[n].__dict__ for n in
-                      dict.fromkeys(s.variant for s in steps)},
+            variants={n: registry.variants[n].__dict__ if n in registry.variants else
+                      {"target": options.get("target")}
+                      for n in dict.fromkeys(s.variant for s in steps)},
             plan=dict(options=options, steps=len(steps),
                       order=[f"{s.variant}/{s.scenario}/{s.load_point}/{s.repeat}"
                              for s in steps]),
@@ -178,6 +187,8 @@ class Run:
 
     def run_step(self, step, part=0):
         """One server lifecycle; the step's summary rows (failures are rows too)."""
+        if self.target:
+            return self.run_target_step(step, part)
         variant = self.registry.variants[step.variant]
         reason = variant.unavailable_reason()
         if reason:
@@ -190,7 +201,7 @@ class Run:
         try:
             with lifecycle.serving(lambda port: variant.argv(port, app=self.app), log_path,
                                    cpus=self.server_cpus) as server:
-                verdict = verify(lifecycle.HOST, server.port, timeout=step.timeout)
+                verdict = verify(server.host, server.port, timeout=step.timeout)
                 if not verdict.transport:
                     complaint = server_complaint(log_path, offset)
                     return [recorder.failed_row(
@@ -199,6 +210,14 @@ class Run:
         except lifecycle.NotReady as exc:
             return [recorder.failed_row(step, "", f"not ready: {exc}")]
 
+    def run_target_step(self, step, part):
+        """``--target``: a server the user runs; verified and measured, never spawned."""
+        host, port = self.target
+        verdict = verify(host, port, timeout=step.timeout)
+        if not verdict.transport:
+            return [recorder.failed_row(step, "", verdict.note)]
+        return self.measure(step, Target(host, port), verdict, None, 0, part)
+
     def measure(self, step, server, verdict, log_path, offset, part):
         client = "lean" if verdict.transport == "websocket" else "python-socketio"
         if client != "lean" and step.kind in ("fanout", "connect"):
@@ -206,10 +225,10 @@ class Run:
                                         f"{step.scenario} scenario needs WebSocket", client)]
         note = ""
         if verdict.transport != "websocket":
-            complaint = server_complaint(log_path, offset)
+            complaint = server_complaint(log_path, offset) if log_path else ""
             note = f"{verdict.note}; measured over {verdict.transport} with the stock client" + \
                 (f" (server: {complaint})" if complaint else "")
-        job = dict(host=lifecycle.HOST, port=server.port, connections=step.connections,
+        job = dict(host=server.host, port=server.port, connections=step.connections,
                    rate=step.rate, warmup=step.warmup, duration=step.duration,
                    timeout=step.timeout, payload=step.payload,
                    max_messages=min(5_000_000, int((step.warmup + step.duration) * 50_000)
@@ -217,7 +236,8 @@ class Run:
                    event="echo", kind=step.kind, binary=step.binary,
                    blockers=step.blockers, members=step.connections)
         sampler = Sampler(step.variant, self.started_wall)
-        sampler.watch("server", [server.pid], tree=True)
+        if server.pid:
+            sampler.watch("server", [server.pid], tree=True)
 
         def on_start(pids, t0):
             sampler.watch("driver", pids)
