@@ -25,7 +25,7 @@ import os  # noqa: E402
 
 def main():
     spec = json.loads(sys.argv[2])
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    sys.path[:0] = [os.getcwd(), os.path.dirname(os.path.dirname(os.path.abspath(__file__)))]
     if spec.get("app"):
         module_name, _, attr = spec["app"].partition(":")
         module = importlib.import_module(module_name)
