@@ -92,6 +92,9 @@ def load(path=DEFAULT_PATH):
     unknown = set(data) - TOP_LEVEL
     if unknown:
         _fail(path, f"unknown top-level key {sorted(unknown)[0]!r}")
+    for section in TOP_LEVEL:
+        if not isinstance(data.get(section, {}), dict):
+            _fail(path, f"{section} must be a table")
     environments = data.get("environments", {})
     variants = {}
     for name, spec in data.get("variants", {}).items():
