@@ -2,6 +2,12 @@
 
 Workers connect first and say ``ready``; the harness then hands all of them one start time
 ``t0`` so their schedules interleave exactly, and merges their per-message arrays.
+
+Every wait is bounded (connect deadline, then the step's wall budget), every worker is killed
+in ``finally``. When a worker fails, :class:`DriverError` says why in one line (the worker's
+own error line) and carries whatever per-message arrays were saved (``partial``): the
+complete files of workers that finished, plus ``<out>.partial.npz`` that a worker may write
+when it stops early.
 """
 import json
 import os
@@ -18,27 +24,64 @@ WORKER_MODULES = {"lean": "bench.driver", "python-socketio": "bench.polling"}
 
 
 class DriverError(Exception):
-    """A driver worker failed; the message carries its stderr tail."""
+    """A driver worker failed; the message carries its stderr's error line.
+
+    ``partial``: merged arrays saved before the failure (or None); ``t0``: the start time
+    the workers were given (or None when they never started)."""
+
+    def __init__(self, message, partial=None, t0=None):
+        super().__init__(message)
+        self.partial, self.t0 = partial, t0
 
 
-def _readline(proc, deadline, log_path):
+def _exit_text(proc):
+    """How a worker ended; waits a moment, since stdout closes just before the exit."""
+    try:
+        code = proc.wait(timeout=1.0)
+    except subprocess.TimeoutExpired:
+        return "stopped answering"
+    return lifecycle.exit_description(code)
+
+
+def _readline(proc, deadline, log_path, offset, what):
     """One line from a worker's stdout before the deadline, else DriverError."""
     while True:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise DriverError(f"driver timed out: {lifecycle.tail(log_path, 3)}")
+            raise DriverError(f"driver timed out {what}: "
+                              f"{lifecycle.stderr_note(log_path, offset)}")
         ready, _, _ = select.select([proc.stdout], [], [], min(remaining, 0.5))
         if ready:
-            line = proc.stdout.readline().decode().strip()
+            line = proc.stdout.readline().decode(errors="replace").strip()
             if not line:
-                raise DriverError(f"driver exited ({proc.poll()}): {lifecycle.tail(log_path, 3)}")
+                raise DriverError(f"driver {_exit_text(proc)} {what}: "
+                                  f"{lifecycle.stderr_note(log_path, offset)}")
             return line
         if proc.poll() is not None:
-            raise DriverError(f"driver exited ({proc.returncode}): {lifecycle.tail(log_path, 3)}")
+            raise DriverError(f"driver {lifecycle.exit_description(proc.returncode)} {what}: "
+                              f"{lifecycle.stderr_note(log_path, offset)}")
+
+
+def _merge(paths):
+    """Per-message arrays of several worker files, in intended-time order (None if none)."""
+    parts = []
+    for path in paths:
+        try:
+            with np.load(path) as data:
+                parts.append({k: data[k] for k in data.files})
+        except (OSError, ValueError, EOFError):
+            continue
+    parts = [p for p in parts if p]
+    if not parts:
+        return None
+    keys = set.intersection(*(set(p) for p in parts))
+    merged = {key: np.concatenate([p[key] for p in parts]) for key in keys}
+    order = np.argsort(merged["intended"], kind="stable")
+    return {k: v[order] for k, v in merged.items()}
 
 
 def run_load(job, workdir, workers=1, cpus=None, client="lean", on_start=None):
-    """Run ``job`` split over ``workers`` processes; return merged arrays and the worker pids.
+    """Run ``job`` split over ``workers`` processes; return merged arrays and ``t0``.
 
     ``on_start(pids, t0)`` is called once all workers are connected (resource sampling hooks
     in there). Every worker is killed in ``finally`` whatever happens.
@@ -46,7 +89,9 @@ def run_load(job, workdir, workers=1, cpus=None, client="lean", on_start=None):
     conns = list(range(job["connections"]))
     procs, outs = [], []
     log_path = os.path.join(workdir, "driver.log")
+    offset = os.path.getsize(log_path) if os.path.exists(log_path) else 0
     wall_budget = job["warmup"] + job["duration"] + job["timeout"] * 2 + 30
+    t0 = None
     try:
         for w in range(workers):
             mine = conns[w::workers]
@@ -58,14 +103,15 @@ def run_load(job, workdir, workers=1, cpus=None, client="lean", on_start=None):
             with open(job_path, "w") as f:
                 json.dump(wjob, f)
             argv = [sys.executable, "-m", WORKER_MODULES[client], job_path]
+            outs.append(out)
             procs.append(lifecycle.spawn(argv, log_path, cpus=cpus, stdin=subprocess.PIPE,
                                          stdout=subprocess.PIPE))
-            outs.append(out)
         connect_deadline = time.monotonic() + job["timeout"] + 15
         for p in procs:
-            line = _readline(p, connect_deadline, log_path)
+            line = _readline(p, connect_deadline, log_path, offset, "while connecting")
             if line != "ready":
-                raise DriverError(f"driver said {line!r}: {lifecycle.tail(log_path, 3)}")
+                raise DriverError(f"driver said {line[:80]!r} instead of ready: "
+                                  f"{lifecycle.stderr_note(log_path, offset)}")
         t0 = time.monotonic_ns() + 100_000_000
         if on_start:
             on_start([p.pid for p in procs], t0)
@@ -74,16 +120,30 @@ def run_load(job, workdir, workers=1, cpus=None, client="lean", on_start=None):
             p.stdin.flush()
         end = time.monotonic() + wall_budget
         for p in procs:
-            line = _readline(p, end, log_path)
+            line = _readline(p, end, log_path, offset, "while measuring")
             if line != "done":
-                raise DriverError(f"driver said {line!r}: {lifecycle.tail(log_path, 3)}")
-        parts = [dict(np.load(o)) for o in outs]
-        merged = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
-        order = np.argsort(merged["intended"], kind="stable")
-        return {k: v[order] for k, v in merged.items()}, t0
+                raise DriverError(f"driver said {line[:80]!r} instead of done: "
+                                  f"{lifecycle.stderr_note(log_path, offset)}")
+        arrays = _merge(outs)
+        if arrays is None:
+            raise DriverError("driver said done but saved no results")
+        return arrays, t0
+    except DriverError as exc:
+        if t0 is not None and exc.partial is None:
+            for p in procs:  # stop them before reading what they saved
+                lifecycle.kill_group(p, grace=1.0)
+            exc.partial = _merge([o for o in outs if os.path.exists(o)] +
+                                 [o + ".partial.npz" for o in outs
+                                  if os.path.exists(o + ".partial.npz")])
+            exc.t0 = t0
+        raise
+    except (BrokenPipeError, ConnectionResetError) as exc:
+        raise DriverError(f"driver {_exit_text(procs[-1]) if procs else 'gone'} before start "
+                          f"({exc.strerror}): {lifecycle.stderr_note(log_path, offset)}") from None
     finally:
         for p in procs:
             lifecycle.kill_group(p, grace=1.0)
         for o in outs:
-            if os.path.exists(o):
-                os.remove(o)
+            for path in (o, o + ".partial.npz"):
+                if os.path.exists(path):
+                    os.remove(path)
