@@ -186,6 +186,24 @@ class Bench:
                     out.append(p)
         return out
 
+    # the guard, for module-scoped fixtures that run the harness outside any one test
+    snapshot = staticmethod(snapshot)
+    reap_or_fail = staticmethod(reap_or_fail)
+
+    @staticmethod
+    def summary(run_dir):
+        import pandas as pd
+
+        frame = pd.read_csv(os.path.join(run_dir, "summary.csv"), keep_default_na=True)
+        frame["repeat"] = frame["repeat"].astype(str)
+        return frame
+
+    @staticmethod
+    def samples(run_dir):
+        import pandas as pd
+
+        return pd.read_csv(os.path.join(run_dir, "samples.csv.gz"))
+
     @staticmethod
     def env(**extra):
         env = dict(os.environ)
