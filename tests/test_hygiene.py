@@ -1,0 +1,171 @@
+"""Hygiene: the contract's names are there, every process goes through the one owner of
+processes, nothing listens beyond loopback, results stay out of git, and entry points fail
+fast with a message instead of hanging."""
+import ast
+import glob
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SOURCES = sorted(glob.glob(os.path.join(ROOT, "bench", "*.py")) +
+                 glob.glob(os.path.join(ROOT, "servers", "*.py")))
+RUN_OPTIONS = ["--variants", "--group", "--scenario", "--connections", "--rate", "--duration",
+               "--warmup", "--repeats", "--payload", "--target", "--app", "--client", "--out",
+               "--label", "--seed", "--no-pin", "--allow-remote", "--quick"]
+COMMANDS = ["list", "run", "report", "compare", "calibrate"]
+
+
+def calls(path):
+    """(dotted name, ast.Call) of every call in a source file."""
+    tree = ast.parse(open(path).read(), path)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            f = node.func
+            parts = []
+            while isinstance(f, ast.Attribute):
+                parts.append(f.attr)
+                f = f.value
+            if isinstance(f, ast.Name):
+                parts.append(f.id)
+            yield ".".join(reversed(parts)), node
+
+
+def rel(path):
+    return os.path.relpath(path, ROOT)
+
+
+def test_sources_were_found():
+    assert any(p.endswith(os.path.join("bench", "lifecycle.py")) for p in SOURCES)
+    assert any(p.endswith(os.path.join("servers", "launch.py")) for p in SOURCES)
+
+
+def test_only_lifecycle_starts_long_lived_processes():
+    """Every Popen is in bench/lifecycle.py, in its own session (so groups can be killed)."""
+    found = []
+    for path in SOURCES:
+        for name, node in calls(path):
+            if name.endswith("Popen") or name in ("os.fork", "os.spawnv", "os.system",
+                                                   "os.popen", "multiprocessing.Process"):
+                found.append((rel(path), node.lineno, name,
+                              any(k.arg == "start_new_session" for k in node.keywords)))
+    offenders = [f for f in found if f[0] != os.path.join("bench", "lifecycle.py") or not f[3]]
+    assert found and not offenders, offenders
+
+
+def test_every_short_subprocess_has_a_timeout():
+    offenders = []
+    for path in SOURCES:
+        for name, node in calls(path):
+            if name in ("subprocess.run", "subprocess.check_output", "subprocess.check_call",
+                        "subprocess.call"):
+                if not any(k.arg == "timeout" for k in node.keywords):
+                    offenders.append((rel(path), node.lineno, name))
+    assert offenders == []
+
+
+def test_nothing_binds_beyond_loopback():
+    offenders = []
+    for path in SOURCES:
+        text = open(path).read()
+        for needle in ('"0.0.0.0"', "'0.0.0.0'", '"::"', "INADDR_ANY"):
+            if needle in text:
+                offenders.append((rel(path), needle))
+    assert offenders == []
+
+
+def test_results_are_ignored_by_git_except_the_reference_run():
+    def ignored(path):
+        return subprocess.run(["git", "check-ignore", "-q", path], cwd=ROOT,
+                              timeout=10).returncode == 0
+    assert ignored("results/20990101T000000Z-run/summary.csv")
+    assert ignored("results/latest")
+    assert not ignored("results/reference/summary.csv")
+    tracked = subprocess.run(["git", "ls-files", "results"], cwd=ROOT, capture_output=True,
+                             text=True, timeout=10).stdout.split()
+    assert all(p.startswith("results/reference/") for p in tracked), tracked
+
+
+def test_cli_help_names_every_command_and_run_option(bench):
+    top = bench.run("--help", timeout=60)
+    assert top.returncode == 0
+    for command in COMMANDS:
+        assert command in top.stdout, command
+    run = bench.run("run", "--help", timeout=60)
+    assert run.returncode == 0
+    for option in RUN_OPTIONS:
+        assert option in run.stdout, option
+
+
+def test_list_shows_variants_groups_and_scenarios(bench):
+    from bench import plan, registry
+
+    r = bench.run("list", timeout=60)
+    assert r.returncode == 0 and r.stderr == ""
+    reg = registry.load()
+    for name in reg.variants:
+        assert name in r.stdout
+    for group in reg.groups:
+        assert group in r.stdout
+    for scenario in plan.SCENARIOS:
+        assert scenario in r.stdout
+
+
+@pytest.mark.parametrize("module", sorted(os.path.basename(p)[:-3] for p in SOURCES
+                                          if os.sep + "bench" + os.sep in p
+                                          and not p.endswith("__main__.py")))
+def test_every_bench_module_imports_without_side_effects(module):
+    """Importing must not start processes, bind ports or print (a fresh interpreter)."""
+    code = ("import importlib, psutil, sys; importlib.import_module('bench.%s'); "
+            "me = psutil.Process(); "
+            "assert not me.children(), me.children(); "
+            "assert not [c for c in me.net_connections() if c.status == 'LISTEN']" % module)
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout == ""
+
+
+def test_launcher_refuses_an_unknown_patch_at_once():
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "servers", "launch.py"), "trio",
+                        "{}"], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert r.returncode != 0 and "unknown patch 'trio'" in r.stderr
+
+
+def test_driver_without_a_parent_gives_up_instead_of_hanging(tmp_path):
+    """A driver worker whose parent closes stdin before t0 exits (bounded), not waits."""
+    import json
+
+    from bench import lifecycle
+
+    with lifecycle.serving(lambda port: [sys.executable, "-m", "bench.refserver", str(port)],
+                           str(tmp_path / "ref.log"), ready_timeout=30) as server:
+        job = dict(host=lifecycle.HOST, port=server.port, connections=1, conns=[0],
+                   total_conns=1, rate=100.0, warmup=0.1, duration=0.2, timeout=2.0,
+                   payload=16, max_messages=100, out=str(tmp_path / "d.npz"))
+        (tmp_path / "job.json").write_text(json.dumps(job))
+        proc = subprocess.Popen([sys.executable, "-m", "bench.driver",
+                                 str(tmp_path / "job.json")], cwd=ROOT,
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, start_new_session=True)
+        try:
+            assert proc.stdout.readline().strip() == b"ready"
+            proc.stdin.close()
+            proc.wait(timeout=20)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, 9)
+                proc.wait(timeout=10)
+            proc.stdout.close()
+            proc.stderr.close()
+        assert proc.returncode != 0
+        assert not os.path.exists(tmp_path / "d.npz")
+
+
+def test_makefile_has_the_contract_targets():
+    text = open(os.path.join(ROOT, "Makefile")).read()
+    for target in ("bench:", "test:", "smoke:", "soak:", "calibrate:"):
+        assert f"\n{target}" in text, target
+    assert "-m bench.soak" in text
