@@ -169,3 +169,27 @@ def test_makefile_has_the_contract_targets():
     for target in ("bench:", "test:", "smoke:", "soak:", "calibrate:"):
         assert f"\n{target}" in text, target
     assert "-m bench.soak" in text
+
+
+def test_soak_rejects_bad_input_in_one_line():
+    r = subprocess.run([sys.executable, "-m", "bench.soak", "--minutes", "0"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines() == ["bench.soak: error: --minutes must be in (0, 120], "
+                                             "got 0"]
+
+
+@pytest.mark.slow
+def test_soak_runs_briefly_and_reports_flat_driver_resources():
+    """`make soak` is not in CI; a 9-second soak keeps its code path alive."""
+    import json
+
+    r = subprocess.run([sys.executable, "-m", "bench.soak", "--minutes", "0.15", "--rate", "300",
+                        "--connections", "5", "--json"], cwd=ROOT, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode in (0, 1), r.stderr[-2000:]
+    out = json.loads(r.stdout)
+    assert out["attempted"] == int(300 * 0.15 * 60) and out["ok"] > 0
+    assert out["samples"] >= 2 and all(n > 0 for n in out["driver_fds"])
+    assert out["driver_fds"][0] == out["driver_fds"][1]
+    assert out["flat"] is True and r.returncode == 0, out
