@@ -1,0 +1,106 @@
+"""compare on real runs: a run against itself is no regression; a server really slowed down
+(busy loops sharing its core) is one; incomparable runs and bad folders are refused."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from bench import compare
+from bench.errors import UsageError
+
+STEP = ["--variants", "seed-socketio-run", "--scenario", "rate", "--rate", "400", "--repeats", "4",
+        "--duration", "1", "--warmup", "0.5", "--no-report"]
+HOGS = 6
+
+pytestmark = pytest.mark.slow
+
+
+def measure(bench, out):
+    proc = bench.run("run", *STEP, "--out", out, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run,) = bench.run_dirs(str(out))
+    return run
+
+
+def clean_base(bench, tmp_path_factory, attempts=3):
+    """A BASE whose aggregate row is valid: a noisy neighbour can make one run driver-bound,
+    and a slowdown can only be shown against a clean measurement."""
+    for _ in range(attempts):
+        base = measure(bench, tmp_path_factory.mktemp("base"))
+        row = aggregate(base)
+        if str(row["valid"]) == "True":
+            return base
+    pytest.fail(f"no valid BASE in {attempts} runs (machine too busy?): {row['note']}")
+
+
+@pytest.fixture(scope="module")
+def runs(bench, tmp_path_factory):
+    """(BASE, NEW): the same step measured alone, then with busy loops on the server's core."""
+    base = clean_base(bench, tmp_path_factory)
+    cores = bench.meta(base)["pinning"]["server_cpus"] or sorted(os.sched_getaffinity(0))[:1]
+    hogs = []
+    try:
+        for _ in range(HOGS):
+            hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+            hogs.append(hog)
+            os.sched_setaffinity(hog.pid, cores)
+        new = measure(bench, tmp_path_factory.mktemp("new"))
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+    return base, new
+
+
+def aggregate(run_dir):
+    s = pd.read_csv(os.path.join(run_dir, "summary.csv"), dtype={"repeat": str})
+    return s[s["repeat"] == "all"].iloc[0]
+
+
+def test_a_run_against_itself_is_no_regression(runs):
+    base, _ = runs
+    assert compare.run(base, base) == 0
+    with open(os.path.join(base, "compare.md")) as f:
+        text = f.read()
+    assert "**0 regression(s)**" in text and "1.000 [" in text
+    assert os.path.getsize(os.path.join(base, "compare.png")) > 0
+
+
+def test_a_real_slowdown_is_a_regression(runs):
+    base, new = runs
+    b, n = aggregate(base), aggregate(new)
+    assert n["p99_us"] > b["p99_us"], "the CPU hogs did not slow the server: experiment broken"
+    status = compare.run(base, new)
+    with open(os.path.join(new, "compare.md")) as f:
+        text = f.read()
+    assert status == 1, text
+    assert "REGRESSION" in text and "**1 regression(s)**" in text
+    assert os.path.getsize(os.path.join(new, "compare.png")) > 0
+
+
+def test_incomparable_runs_are_refused_unless_forced(runs, tmp_path):
+    base, new = runs
+    other = tmp_path / os.path.basename(new)
+    shutil.copytree(new, other)
+    meta = json.loads((other / "meta.json").read_text())
+    meta["plan"]["options"]["rate"] = 800.0
+    (other / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(UsageError) as err:
+        compare.run(base, str(other))
+    assert "rate" in str(err.value) and "\n" not in str(err.value)
+    assert compare.run(base, str(other), force=True) in (0, 1)
+    assert "--force" in (other / "compare.md").read_text()
+
+
+def test_bad_input_is_a_usage_error(runs, tmp_path):
+    base, _ = runs
+    with pytest.raises(UsageError):
+        compare.run(base, str(tmp_path / "missing"))
+    with pytest.raises(UsageError):
+        compare.run(str(tmp_path), base)
+    with pytest.raises(UsageError):
+        compare.run(base, base, threshold=-1)
