@@ -16,7 +16,7 @@ from bench.load import run_load
 from bench.resources import Sampler
 from bench.runner import cpu_layout
 
-START_RATE, FACTOR, MAX_RATE = 8000.0, 1.3, 400_000.0
+START_RATE, FACTOR, MAX_RATE, MIN_RATE = 8000.0, 1.3, 400_000.0, 100.0
 
 
 def _measure(port, work, cpus, rate, connections, warmup, duration):
@@ -65,8 +65,8 @@ def calibrate(pin=True, quick=False, floor_only=False, log=print):
                 f"(closed loop, 1 connection)")
             if floor_only:
                 return out
-            steps, best, rate = [], None, START_RATE
-            while rate <= MAX_RATE:
+            steps, best, rate, falling = [], None, START_RATE, False
+            while MIN_RATE <= rate <= MAX_RATE:
                 r = _measure(server.port, work, driver_cpus, rate, 50, 0.5, duration)
                 passed = r["achieved"] >= 0.99 * rate and r["lag_p99"] <= 1000.0
                 steps.append(dict(rate=rate, achieved=round(r["achieved"], 1),
@@ -76,13 +76,18 @@ def calibrate(pin=True, quick=False, floor_only=False, log=print):
                 log(f"rate {rate:9.0f}/s: achieved {r['achieved']:9.0f}/s, lag p99 "
                     f"{r['lag_p99']:7.1f} us, p99 {r['p99']:8.1f} us, driver CPU "
                     f"{r['driver_cpu']:.0f} % -> {'ok' if passed else 'FAIL'}")
-                if not passed:
+                if passed:
+                    best = steps[-1]
+                    if falling:
+                        break
+                    rate = round(rate * FACTOR, -2)
+                elif best is None:  # even the first rate failed: walk down to a floor
+                    falling, rate = True, round(rate / 2, -1)
+                else:
                     break
-                best = steps[-1]
-                rate = round(rate * FACTOR, -2)
             out.update(capacity_msg_s=best["achieved"] if best else 0.0,
-                       lag_p99_us=best["lag_p99_us"] if best else float("nan"),
-                       capacity_p99_us=best["p99_us"] if best else float("nan"),
-                       capacity_driver_cpu_pct=best["driver_cpu_pct"] if best else float("nan"),
+                       lag_p99_us=best["lag_p99_us"] if best else None,
+                       capacity_p99_us=best["p99_us"] if best else None,
+                       capacity_driver_cpu_pct=best["driver_cpu_pct"] if best else None,
                        capacity_steps=steps)
             return out

@@ -11,7 +11,7 @@ import signal
 import sys
 
 from bench import lifecycle, plan, registry
-from bench.errors import UsageError
+from bench.errors import ResultsWriteError, UsageError
 
 
 class Parser(argparse.ArgumentParser):
@@ -212,13 +212,24 @@ def print_table(rows):
               f"{r['ok']:>7d}/{r['attempted']:<7d} {flag}")
 
 
+def finite(value):
+    """JSON has no NaN: a number that could not be measured is null."""
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [finite(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 def cmd_calibrate(args):
     from bench.calibrate import calibrate
 
     log = (lambda *a: print(*a, file=sys.stderr, flush=True)) if args.json else print
     out = calibrate(pin=not args.no_pin, quick=args.quick, log=log)
     if args.json:
-        print(json.dumps(out))
+        print(json.dumps(finite(out), allow_nan=False))
     else:
         print(f"floor p50 {out['floor_p50_us']} us, p99 {out['floor_p99_us']} us; capacity "
               f"{out['capacity_msg_s']:.0f} msg/s per driver process (lag p99 "
@@ -277,7 +288,7 @@ def main(argv=None):
     except Interrupted as exc:
         print(f"bench: interrupted by {exc}; finished steps are written", file=sys.stderr)
         return 130
-    except OSError as exc:
+    except ResultsWriteError as exc:
         print(f"bench: error: cannot write results: {exc}", file=sys.stderr)
         return 1
     finally:

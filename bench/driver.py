@@ -12,6 +12,7 @@ start time ``t0`` (monotonic ns, same clock in every process) from stdin, runs, 
 import asyncio
 import json
 import os
+import signal
 import sys
 import time
 
@@ -59,6 +60,7 @@ def _listener_class():
             self.alive = False
             self.outstanding = 0
             self.on_ack = None  # closed loop hook: called with (conn, received_ns)
+            self.on_disconnect = None  # closed loop hook: called with (conn,)
             self.on_event = None  # fanout hook: called with (conn, packet, received_ns)
             self.binary_ack = None  # ack id whose binary attachment is still to come
             self.binary = None  # attachment sent after each binary event
@@ -122,6 +124,8 @@ def _listener_class():
 
         def on_ws_disconnected(self, transport):
             self.alive = False
+            if self.on_disconnect is not None:
+                self.on_disconnect(self)
             if not self.handshake.done():
                 self.handshake.set_exception(ConnectionError("disconnected during handshake"))
 
@@ -214,11 +218,15 @@ async def closed_loop(conns, m, body, t0, end_ns, capacity):
     n_conns = len(conns)
     live = [n_conns]
 
+    def retire(conn):
+        conn.on_ack = conn.on_disconnect = None
+        live[0] -= 1
+        if live[0] == 0 and not finished.done():
+            finished.set_result(None)
+
     def next_message(conn, now):
-        if now >= end_ns or m.used >= capacity:
-            live[0] -= 1
-            if live[0] == 0 and not finished.done():
-                finished.set_result(None)
+        if now >= end_ns or m.used >= capacity or not conn.alive:
+            retire(conn)
             return
         k = m.used
         m.used += 1
@@ -227,7 +235,7 @@ async def closed_loop(conns, m, body, t0, end_ns, capacity):
         _send(conn, m, k, body, now)
 
     for conn in conns:
-        conn.on_ack = next_message
+        conn.on_ack, conn.on_disconnect = next_message, retire
     delay = (t0 - mono()) / 1e9
     if delay > 0:
         await asyncio.sleep(delay)
@@ -276,14 +284,15 @@ def open_schedule(job, t0):
     return (j % total_conns).astype(np.int32), times
 
 
-async def run_job(job, t0_source):
-    """Connect, wait for t0, run the scenario's loop, settle outstanding acks, close."""
+async def run_job(job, t0_source, sink):
+    """Connect, wait for t0, run the scenario's loop, settle outstanding acks, close.
+    ``sink["m"]`` holds the arrays as soon as they exist, so an early exit can save them."""
     kind = job.get("kind") or ("open" if job.get("rate") else "closed")
     if kind == "fanout":
-        return await run_fanout(job, t0_source)
+        return await run_fanout(job, t0_source, sink)
     if kind == "connect":
-        return await run_connect(job, t0_source)
-    m = Messages(_bounded_capacity(job))
+        return await run_connect(job, t0_source, sink)
+    m = sink["m"] = Messages(_bounded_capacity(job))
     url = protocol.ws_url(job["host"], job["port"])
     conns = await asyncio.gather(*(connect(url, i, m, job["timeout"]) for i in job["conns"]))
     if job.get("binary"):
@@ -303,7 +312,9 @@ async def run_job(job, t0_source):
         await open_loop(conns, m, body, open_schedule(job, t0))
     else:
         finished = await closed_loop(conns, m, body, t0, end_ns, m.conn.shape[0])
-        await asyncio.wait_for(finished, job["warmup"] + job["duration"] + job["timeout"] + 1)
+        # A frozen server never acks: stop waiting at the window's end; settle() below then
+        # turns the message in flight into a timeout.
+        await asyncio.wait([finished], timeout=(end_ns - mono()) / 1e9 + 0.001)
     await _settle_and_close(m, conns + ([blocker] if blocker else []), job["timeout"])
     if background:
         background.cancel()
@@ -334,12 +345,12 @@ async def _settle_and_close(m, conns, timeout):
     await asyncio.sleep(0)
 
 
-async def run_fanout(job, t0_source):
+async def run_fanout(job, t0_source, sink):
     """N members join one room; a sender triggers ``broadcast`` at ``rate``. Each delivery is
     a message: index = trigger × members + member, intended = the trigger's intended time."""
     members, rate = job["members"], job["rate"]
     n_triggers = int(rate * (job["warmup"] + job["duration"]))
-    m = Messages(n_triggers * members)
+    m = sink["m"] = Messages(n_triggers * members)
     url = protocol.ws_url(job["host"], job["port"])
     room = f"fan-{job['port']}"
     sender_msgs = Messages(n_triggers + members + 1)
@@ -392,12 +403,12 @@ async def run_fanout(job, t0_source):
     return m
 
 
-async def run_connect(job, t0_source):
+async def run_connect(job, t0_source, sink):
     """New connections arriving at ``rate``: each attempt is a message whose stages (TCP,
     upgrade, Engine.IO open, Socket.IO connect) are stamped; it is closed once connected."""
     rate = job["rate"]
     n = int(rate * (job["warmup"] + job["duration"]))
-    m = Messages(n, extras=("tcp_ns", "upgrade_ns", "open_ns", "failed_stage"))
+    m = sink["m"] = Messages(n, extras=("tcp_ns", "upgrade_ns", "open_ns", "failed_stage"))
     url = protocol.ws_url(job["host"], job["port"])
     t0 = await t0_source()
     times = t0 + np.round(np.arange(n) * (1e9 / rate)).astype(np.int64)
@@ -490,19 +501,40 @@ def main(argv=None):
     if job.get("cpus"):
         os.sched_setaffinity(0, job["cpus"])
     tighten_timer_slack()
+    sink = {}
+
     async def go():
         t0_source = _stdin_t0()
+        task = asyncio.current_task()
+
+        def terminated():
+            sink["signal"] = signal.SIGTERM
+            task.cancel()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, terminated)
 
         async def announce_then_read():
             print("ready", flush=True)
             return await t0_source()
-        return await run_job(job, announce_then_read)
+        return await run_job(job, announce_then_read, sink)
 
-    m = run_loop(go(), job.get("loop", "select"))
-    tmp = job["out"] + ".tmp.npz"
-    np.savez(tmp, **m.trimmed())
-    os.replace(tmp, job["out"])
+    try:
+        m = run_loop(go(), job.get("loop", "select"))
+    except BaseException:
+        # Stopped early (SIGTERM, a crash): keep what was measured for the parent.
+        if "m" in sink:
+            save(sink["m"], job["out"] + ".partial.npz")
+        if "signal" in sink:  # die of the signal, so the parent sees what happened
+            signal.signal(sink["signal"], signal.SIG_DFL)
+            os.kill(os.getpid(), sink["signal"])
+        raise
+    save(m, job["out"])
     print("done", flush=True)
+
+
+def save(m, path):
+    tmp = path + ".tmp.npz"
+    np.savez(tmp, **m.trimmed())
+    os.replace(tmp, path)
 
 
 if __name__ == "__main__":

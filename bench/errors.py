@@ -3,3 +3,7 @@
 
 class UsageError(Exception):
     """Bad input. The CLI prints ``bench: <message>`` on one line and exits 2."""
+
+
+class ResultsWriteError(Exception):
+    """The results folder could not be written; what was written before stays intact."""

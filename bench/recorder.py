@@ -171,6 +171,8 @@ def summarize_messages(step, arrays, t0, transport, resources, client, open_loop
         reasons.append(f"only {100.0 * n_ok / attempted:.2f} % acked")
     if open_loop and step.rate and achieved < 0.95 * step.rate:
         reasons.append(f"achieved {achieved:.0f}/s < 95 % of {step.rate:g}/s")
+    if timeouts:
+        reasons.append(f"{timeouts} timed out (no ack in {step.timeout:g} s)")
     if int((outcome == DISCONNECT).sum()):
         reasons.append(f"{int((outcome == DISCONNECT).sum())} lost to disconnects")
     row = dict(

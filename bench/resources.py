@@ -49,6 +49,11 @@ class Sampler:
             procs = []
             for pid in pids:
                 procs.extend(_tree(pid) if tree else [p for p in [_process(pid)] if p])
+            for p in procs:  # psutil's first cpu_percent() is always 0.0: prime it
+                try:
+                    p.cpu_percent(None)
+                except psutil.Error:
+                    pass
             self.roles[role] = procs
 
     def mark(self, name, at_ns):

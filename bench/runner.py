@@ -13,6 +13,7 @@ from dataclasses import replace
 import pandas as pd
 
 from bench import SCHEMA_VERSION, __version__, aggregate, lifecycle, recorder, results
+from bench.errors import ResultsWriteError
 from bench.load import DriverError, run_load
 from bench.resources import Sampler
 from bench.verify import verify
@@ -40,6 +41,14 @@ def slo_breach(row, rate, o):
     if not row["p99_us"] <= o["slo_p99_ms"] * 1000:
         return f"p99 {row['p99_us'] / 1000:.1f} ms > {o['slo_p99_ms']:g} ms"
     return ""
+
+
+def writing(run_dir, write):
+    """Run a results write; a failure is a ResultsWriteError (not any OSError elsewhere)."""
+    try:
+        write()
+    except OSError as exc:
+        raise ResultsWriteError(f"{run_dir}: {exc}") from exc
 
 
 def cpu_layout(pin):
@@ -121,7 +130,7 @@ class Run:
     def record(self, step, rows):
         self.rows.extend(rows)
         self.progress.done(step, rows[-1])
-        self.flush()
+        writing(self.run_dir, self.flush)
 
     def run_sweep(self, step):
         """Walk the rates upwards until the SLO breaks, then bisect (geometrically) between
@@ -156,7 +165,7 @@ class Run:
                     str(r["repeat"]) == str(step.repeat)], default=0.0)
         self.knees.append(dict(variant=step.variant, knee_msg_s=knee, slo=slo_text(o),
                                reason=reason, repeat=step.repeat))
-        self.flush()
+        writing(self.run_dir, self.flush)
 
     def flush(self):
         rows = self.rows + aggregate.aggregate(self.rows)
@@ -183,7 +192,7 @@ class Run:
                 first_error = first_error or exc
         shutil.rmtree(self.work, ignore_errors=True)
         if first_error:
-            raise first_error
+            raise ResultsWriteError(f"{self.run_dir}: {first_error}") from first_error
 
     def run_step(self, step, part=0):
         """One server lifecycle; the step's summary rows (failures are rows too)."""
@@ -245,16 +254,26 @@ class Run:
             sampler.mark("measure_end", t0 + int((step.warmup + step.duration) * 1e9))
 
         sampler.start()
+        failure = ""
         try:
             arrays, t0 = run_load(job, self.work, cpus=self.driver_cpus, client=client,
                                   on_start=on_start)
         except DriverError as exc:
-            return [recorder.failed_row(step, verdict.transport, f"driver failed: {exc}", client)]
+            if exc.partial is None:
+                return [recorder.failed_row(step, verdict.transport, f"driver failed: {exc}",
+                                            client)]
+            arrays, t0, failure = exc.partial, exc.t0, f"driver failed: {exc}"
         finally:
             sampler.stop()
             self.resource_rows.extend(sampler.rows)
+        died = server.status() if hasattr(server, "status") else ""
         rows = recorder.summarize(step, arrays, t0, verdict.transport, sampler.window(),
-                                  client, step.open_loop, note)
-        results.write_part(self.run_dir, f"{step.index:05d}-{part:02d}",
-                           recorder.sample_rows(step, arrays, t0, verdict.transport))
+                                  client, step.open_loop,
+                                  "; ".join(filter(None, [note, died, failure])))
+        if died or failure:
+            for row in rows:
+                row["valid"] = False
+        samples = recorder.sample_rows(step, arrays, t0, verdict.transport)
+        writing(self.run_dir, lambda: results.write_part(
+            self.run_dir, f"{step.index:05d}-{part:02d}", samples))
         return rows

@@ -90,5 +90,6 @@ def verify(host, port, timeout=5.0):
         us = _polling(host, port, timeout)
         return Verdict("polling", us, ws_note)
     except Exception as exc:  # noqa: BLE001
-        return Verdict("", 0.0, f"{ws_note}; polling failed: {type(exc).__name__}: "
-                                f"{str(exc)[:160]}")
+        why = str(exc).strip() or ("no reply within " f"{timeout:g} s"
+                                   if isinstance(exc, TimeoutError) else "")
+        return Verdict("", 0.0, f"{ws_note}; polling failed: {type(exc).__name__}: {why[:160]}")

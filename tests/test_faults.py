@@ -194,7 +194,6 @@ def test_killed_server_open_loop_step_is_a_failed_row_with_its_samples(killed):
     _assert_failed_row_keeps_samples(killed, "rate")
 
 
-@pytest.mark.xfail(strict=True, reason=DRIVER_XFAIL)
 def test_killed_server_closed_loop_step_is_a_failed_row_with_its_samples(killed):
     _assert_failed_row_keeps_samples(killed, "echo")
 
@@ -228,7 +227,6 @@ def test_frozen_server_open_loop_outstanding_messages_are_timeouts(frozen):
     _assert_outstanding_became_timeouts(frozen, "rate")
 
 
-@pytest.mark.xfail(strict=True, reason=DRIVER_XFAIL)
 def test_frozen_server_closed_loop_outstanding_message_is_a_timeout(frozen):
     _assert_outstanding_became_timeouts(frozen, "echo")
 
@@ -258,16 +256,6 @@ def test_dead_driver_is_a_failed_row_and_the_run_goes_on(driver_killed):
     assert step_row(driver_killed["summary"], OTHER, "rate")["ok"] > 0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bench/driver.py main() saves nothing when it stops early (SIGTERM, or an exception in "
-    "run_job), and bench/runner.py measure() turns every DriverError into failed_row() "
-    "without samples. Fix: driver.py — install a SIGTERM handler (loop.add_signal_handler) "
-    "that cancels the run, and in main() wrap run_job so that on any exit after t0 it "
-    "np.savez(job['out'] + '.partial.npz', **m.trimmed()) (create Messages before run_job and "
-    "pass it in so main can reach it); runner.py — in `except DriverError as exc:` when "
-    "exc.partial is not None, build rows with recorder.summarize(step, exc.partial, exc.t0, "
-    "...) with note f'driver failed: {exc}' and valid=False, and results.write_part() its "
-    "sample_rows; bench/load.py already collects <out>.partial.npz into exc.partial/exc.t0"))
 def test_dead_driver_step_keeps_the_samples_measured_so_far(driver_killed):
     row = step_row(driver_killed["summary"], VICTIM, "rate")
     assert row["ok"] > 0, row["note"]
