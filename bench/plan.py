@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from bench.errors import UsageError
 
 SCENARIOS = ("echo", "rate", "sweep", "fanout", "connect", "payload", "blocking")
-DEFAULTS = dict(rate=400.0, connections=None, duration=3.0, warmup=1.0, repeats=3,
+DEFAULTS = dict(rate=400.0, connections=None, duration=2.0, warmup=1.0, repeats=3,
                 payload=64, timeout=5.0, seed=1, slo_p99_ms=50.0, slo_ok=0.999,
                 slo_achieved=0.95, sweep_start=100.0, sweep_factor=2.0, sweep_max=25600.0,
                 fanout_rate=20.0, connect_rate=20.0, block_ms=50.0, block_rate=2.0)

@@ -79,6 +79,29 @@ def _polling(host, port, timeout):
             pass
 
 
+def _bounded(fn, args, limit):
+    """``fn(*args)`` in a daemon thread, given up after ``limit`` s: the stock client's
+    disconnect can hang for tens of seconds on a server that stopped answering."""
+    import threading
+
+    box = {}
+
+    def call():
+        try:
+            box["value"] = fn(*args)
+        except Exception as exc:  # noqa: BLE001 - handed to the caller below
+            box["error"] = exc
+
+    worker = threading.Thread(target=call, name="verify-polling", daemon=True)
+    worker.start()
+    worker.join(limit)
+    if "error" in box:
+        raise box["error"]
+    if "value" not in box:
+        raise TimeoutError(f"no reply within {limit:g} s")
+    return box["value"]
+
+
 def verify(host, port, timeout=5.0):
     """One echo over WebSocket, else over polling; never raises for a server's failure."""
     try:
@@ -87,7 +110,7 @@ def verify(host, port, timeout=5.0):
     except Exception as exc:  # noqa: BLE001 - every failure mode becomes a recorded note
         ws_note = _websocket_refusal(exc)
     try:
-        us = _polling(host, port, timeout)
+        us = _bounded(_polling, (host, port, timeout), timeout + 1)
         return Verdict("polling", us, ws_note)
     except Exception as exc:  # noqa: BLE001
         why = str(exc).strip() or ("no reply within " f"{timeout:g} s"
