@@ -227,3 +227,26 @@ def test_aggregate_merges_repeats_and_sums_counts():
     assert agg["valid"] is False  # one repeat failed
     frame = pd.DataFrame(rows + [agg])
     assert (frame["repeat"] == "all").sum() == 1
+
+
+def _lagged(step, lag_ns, latency_ns):
+    """Clean arrays where every send is ``lag_ns`` late and takes ``latency_ns``."""
+    job = dict(rate=step.rate, warmup=step.warmup, duration=step.duration,
+               conns=list(range(step.connections)), total_conns=step.connections)
+    conn, intended = open_schedule(job, T0)
+    sent = intended + lag_ns
+    return dict(conn=conn.astype(np.int32), intended=intended, sent=sent,
+                received=sent + latency_ns, outcome=np.full(len(intended), OK, dtype=np.int8))
+
+
+@pytest.mark.parametrize("lag_ms,latency_ms,bound", [
+    (0.05, 0.5, False),   # on time
+    (2.0, 0.5, True),     # late sends make up most of the latency: the driver's fault
+    (2.0, 100.0, False),  # a saturated server: 2 ms of lag cannot explain 100 ms
+])
+def test_driver_bound_when_schedule_lag_matters(lag_ms, latency_ms, bound):
+    step = rate_step()
+    arrays = _lagged(step, int(lag_ms * 1e6), int(latency_ms * 1e6))
+    [row] = recorder.summarize(step, arrays, T0, "websocket", {}, "lean", True)
+    assert row["driver_bound"] is bound
+    assert ("schedule lag" in row["note"]) is bound
