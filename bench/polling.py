@@ -28,9 +28,16 @@ def run_job(job, read_t0):
         c.connect(url, transports=["polling"], wait_timeout=job["timeout"])
         clients[i] = c
     data = payload(job["payload"])
+    blocker = None
+    if job.get("blockers") and 0 in job["conns"]:
+        blocker = socketio.Client(reconnection=False)
+        blocker.connect(url, transports=["polling"], wait_timeout=job["timeout"])
     print("ready", flush=True)
     t0 = read_t0()
     end_ns = t0 + int((job["warmup"] + job["duration"]) * 1e9)
+    if blocker:
+        threading.Thread(target=block_calls, args=(blocker, job["blockers"], t0, end_ns),
+                         daemon=True).start()
     lock = threading.Lock()
 
     def acked(k, *args):
@@ -83,12 +90,24 @@ def run_job(job, read_t0):
     for k in np.nonzero((m.outcome[:n] == UNSENT) & (m.sent[:n] > 0))[0]:
         m.outcome[k] = TIMEOUT if alive[int(m.conn[k])] else DISCONNECT
     m.outcome[:n][m.outcome[:n] == UNSENT] = ERROR
-    for c in clients.values():
+    for c in [*clients.values(), *([blocker] if blocker else [])]:
         try:
             c.disconnect()
         except Exception:  # noqa: BLE001 - closing a broken client must not lose the data
             pass
     return m
+
+
+def block_calls(client, spec, t0, end_ns):
+    """The blocking scenario's slow handlers, fire-and-forget, as in bench.driver."""
+    interval = int(1e9 / spec["rate"])
+    at = t0 + interval // 2
+    while at < end_ns and client.connected:
+        delay = (at - mono()) / 1e9
+        if delay > 0:
+            time.sleep(delay)
+        client.emit("block", {"ms": spec["ms"], "kind": spec["kind"]})
+        at += interval
 
 
 def main(argv=None):
