@@ -525,9 +525,16 @@ def blocking(data):
         ax.set_title(mix, fontsize=10)
         ax.grid(True, axis="y", alpha=0.3)
     axes[0].set_ylabel("echo latency (ms): bar p50, — p99")
-    for ax in axes[1:]:
-        ax.sharey(axes[0])
-        ax.set_ylabel("")
+    # One scale for every mix, spanning every value (sharing after plotting kept only the
+    # first panel's range and clipped the blocked bars).
+    measured = rows[rows.apply(has_data, axis=1)]
+    if not measured.empty:
+        low = measured["p50_us"].min() / 1000 * 0.8
+        high = measured["p99_us"].max() / 1000 * 1.3
+        for ax in axes:
+            ax.set_ylim(low, high)
+            for text in ax.texts:
+                text.set_y(low * 1.05)
     return _finish(fig, data, "blocking: does one slow handler delay everyone?")
 
 
