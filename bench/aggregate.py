@@ -70,6 +70,7 @@ def aggregate(rows):
         hists = [recorder.decode(r["hdr"].encode()) for r in measured]
         merged = recorder.merge([r["hdr"] for r in measured])
         service = recorder.merge([r.get("hdr_service", "") for r in measured])
+        service_stats = recorder.stats(service)
         p50s = np.array([r["p50_us"] for r in measured], dtype=float)
         cv = float(np.std(p50s, ddof=1) / np.mean(p50s)) if len(p50s) > 1 else float("nan")
         p50_lo, p50_hi = bootstrap_ci(hists, 50)
@@ -87,8 +88,7 @@ def aggregate(rows):
             if measured else float("nan"),
             **{k: int(sum(r[k] for r in reps)) for k in COUNTS},
             **recorder.stats(merged),
-            service_p50_us=recorder.stats(service)["p50_us"],
-            service_p99_us=recorder.stats(service)["p99_us"],
+            service_p50_us=service_stats["p50_us"], service_p99_us=service_stats["p99_us"],
             server_cpu_pct=_mean(measured, "server_cpu_pct"),
             server_rss_mb=_max(measured, "server_rss_mb"),
             driver_cpu_pct=_mean(measured, "driver_cpu_pct"),

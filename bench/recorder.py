@@ -158,7 +158,8 @@ def summarize_messages(step, arrays, t0, transport, resources, client, open_loop
     driver_cpu = resources.get("driver_cpu_pct", float("nan"))
     reasons = []
     driver_bound = False
-    latency_p99 = float(np.percentile(latency, 99)) if len(latency) else float("inf")
+    latency_stats, service_stats = stats(h), stats(hs)
+    latency_p99 = latency_stats["p99_us"] if len(latency) else float("inf")
     if open_loop and lag_p99 > LAG_LIMIT_US and lag_p99 > LAG_SHARE * latency_p99:
         # The driver sent late by enough to matter: the latency is partly the driver's.
         # (A saturated server that flushes its backlog in bursts also delays the driver's
@@ -185,13 +186,13 @@ def summarize_messages(step, arrays, t0, transport, resources, client, open_loop
         repeat=str(step.repeat), transport=transport,
         target_rate=step.rate if open_loop else float("nan"),
         achieved_rate=round(achieved, 1), attempted=attempted, ok=n_ok, errors=errors,
-        timeouts=timeouts, **stats(h),
+        timeouts=timeouts, **latency_stats,
         server_cpu_pct=resources.get("server_cpu_pct", float("nan")),
         server_rss_mb=resources.get("server_rss_mb", float("nan")),
         driver_cpu_pct=driver_cpu, driver_bound=driver_bound,
         valid=not reasons, note="; ".join(filter(None, [note, *reasons])),
         hdr=h.encode().decode(),
-        service_p50_us=stats(hs)["p50_us"], service_p99_us=stats(hs)["p99_us"],
+        service_p50_us=service_stats["p50_us"], service_p99_us=service_stats["p99_us"],
         lag_p50_us=round(lag_p50, 1), lag_p99_us=round(lag_p99, 1),
         connections=step.connections, duration_s=step.duration, client=client,
         hdr_service=hs.encode().decode(),
