@@ -11,10 +11,11 @@ import tempfile
 
 import numpy as np
 
-from bench import lifecycle, recorder
-from bench.load import run_load
-from bench.resources import Sampler
-from bench.runner import cpu_layout
+from bench.execute import lifecycle
+from bench.analysis import recorder
+from bench.execute.load import run_load
+from bench.execute.resources import Sampler
+from bench.execute.runner import cpu_layout
 
 START_RATE, FACTOR, MAX_RATE, MIN_RATE = 8000.0, 1.3, 400_000.0, 100.0
 
@@ -54,7 +55,7 @@ def calibrate(pin=True, quick=False, floor_only=False, log=print):
     duration = 1.0 if quick else 2.0
     with tempfile.TemporaryDirectory(prefix="bench-calibrate-") as work:
         log_path = os.path.join(work, "refserver.log")
-        argv = lambda port: [sys.executable, "-m", "bench.refserver", str(port)]  # noqa: E731
+        argv = lambda port: [sys.executable, "-m", "bench.driver.refserver", str(port)]  # noqa: E731
         with lifecycle.serving(argv, log_path, cpus=server_cpus) as server:
             floor = _measure(server.port, work, driver_cpus, None, 1, 0.5, duration)
             out = dict(floor_p50_us=round(floor["p50"], 1), floor_p99_us=round(floor["p99"], 1),

@@ -10,7 +10,9 @@ import os
 import signal
 import sys
 
-from bench import lifecycle, plan, registry
+from bench.execute import lifecycle
+from bench.plan import steps as plan
+from bench.plan import registry
 from bench.errors import ResultsWriteError, UsageError
 
 
@@ -116,9 +118,9 @@ def cmd_list(args):
 
 
 def cmd_run(args):
-    from bench import results
+    from bench.output import results
     from bench.progress import Progress
-    from bench.runner import Run
+    from bench.execute.runner import Run
 
     target = parse_target(args.target, args.allow_remote) if args.target else None
     if target and (args.variants or args.group or args.app):
@@ -156,8 +158,7 @@ def cmd_run(args):
         progress.close()
     print_table(rows)
     if not args.no_report:
-        from bench import report
-
+        from bench.output import report
         report.build(run_dir)
         print(f"report: {os.path.join(run_dir, 'report.md')} (charts in plots/)")
     print(f"results: {run_dir}")
@@ -192,7 +193,7 @@ def parse_target(url, allow_remote):
 
 def print_table(rows):
     """Aggregate view: one line per variant and scenario, repeats merged."""
-    from bench.aggregate import aggregate
+    from bench.analysis.aggregate import aggregate
 
     agg = sorted(aggregate(rows), key=lambda r: (r["scenario"], r["load_point"],
                                                  r.get("recipient") or "",
@@ -238,8 +239,7 @@ def cmd_calibrate(args):
 
 
 def cmd_report(args):
-    from bench import report
-
+    from bench.output import report
     if not os.path.isfile(os.path.join(args.run_dir, "summary.csv")):
         raise UsageError(f"{args.run_dir} is not a results folder (no summary.csv)")
     report.build(args.run_dir)
@@ -248,8 +248,7 @@ def cmd_report(args):
 
 
 def cmd_compare(args):
-    from bench import compare
-
+    from bench.analysis import compare
     if not 0 < args.threshold < 10:
         raise UsageError(f"--threshold must be in (0, 10), got {args.threshold:g}")
     return compare.run(args.base, args.new, threshold=args.threshold, force=args.force)

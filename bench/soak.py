@@ -28,7 +28,8 @@ import time
 import numpy as np
 import psutil
 
-from bench import lifecycle, registry
+from bench.execute import lifecycle
+from bench.plan import registry
 from bench.errors import UsageError
 
 TOLERANCE = 0.10
@@ -59,7 +60,7 @@ def parse(argv):
 
 def lazy_bytes_per_message():
     """Bytes per message of the driver's zero-filled (lazily mapped) per-message arrays."""
-    from bench.driver import Messages
+    from bench.driver.lean import Messages
 
     m = Messages(1)
     arrays = [a for a in vars(m).values() if isinstance(a, np.ndarray)]
@@ -105,9 +106,9 @@ def change(a, b):
 
 
 def soak(minutes=10.0, rate=1000.0, connections=20, variant="socketio-run-eventlet", log=print):
-    from bench.load import run_load
-    from bench.recorder import measure_mask
-    from bench.runner import cpu_layout
+    from bench.execute.load import run_load
+    from bench.analysis.recorder import measure_mask
+    from bench.execute.runner import cpu_layout
 
     reg = registry.load()
     v = reg.select([variant])[0]

@@ -5,7 +5,7 @@ at two things:
 
 * the test process's own descendants (``psutil.Process().children(recursive=True)``);
 * every process on the machine whose command line names a harness part
-  (``servers/launch.py``, ``bench.driver``, ``bench.polling``, ``bench.refserver``) and that
+  (``servers/launch.py``, ``bench.driver.lean``, ``bench.driver.polling``, ``bench.driver.refserver``) and that
   was created after the test began. Processes whose parent died are re-parented to init and
   are no longer our descendants, so this scan is what catches a server orphaned by a killed
   harness. Other people's benchmarks may run on the same machine, so the scan only counts
@@ -27,7 +27,7 @@ import psutil
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-HARNESS_PARTS = ("servers/launch.py", "bench.driver", "bench.polling", "bench.refserver")
+HARNESS_PARTS = ("servers/launch.py", "bench.driver.lean", "bench.driver.polling", "bench.driver.refserver")
 TOKEN_VAR = "BENCH_TEST_SESSION"
 TOKEN = os.environ.setdefault(TOKEN_VAR, uuid.uuid4().hex)
 GRACE_S = 5.0

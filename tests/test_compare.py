@@ -9,7 +9,7 @@ import sys
 import pandas as pd
 import pytest
 
-from bench import compare
+from bench.analysis import compare
 from bench.errors import UsageError
 
 STEP = ["--variants", "seed-socketio-run", "--scenario", "rate", "--rate", "400", "--repeats", "4",

@@ -22,8 +22,9 @@ import pandas as pd
 import psutil
 import pytest
 
-from bench import lifecycle, registry
-from bench.verify import verify
+from bench.execute import lifecycle
+from bench.plan import registry
+from bench.execute.verify import verify
 
 pytestmark = pytest.mark.slow
 
@@ -110,7 +111,7 @@ class Injector(threading.Thread):
                 born = server.create_time()
             except psutil.Error:
                 return False
-            for part in ("bench.driver", "bench.polling"):
+            for part in ("bench.driver.lean", "bench.driver.polling"):
                 for d in self.bench.harness_processes(part):
                     with contextlib.suppress(psutil.Error):
                         if d.create_time() >= born:
@@ -391,7 +392,7 @@ def _wait_second_step_measuring(bench, out):
         return dirs[0] if (s["repeat"] != "all").sum() >= 1 else None
 
     run_dir = bench.wait_for(first_step_written, 90, what="step 1 in summary.csv")
-    bench.wait_for(lambda: bench.harness_processes("bench.driver"), 60,
+    bench.wait_for(lambda: bench.harness_processes("bench.driver.lean"), 60,
                    what="step 2's driver")
     time.sleep(1.0)
     return run_dir
@@ -414,7 +415,7 @@ def test_interrupt_mid_plan_writes_finished_steps_and_exits_130(bench, tmp_path,
     assert took < 5.0, f"took {took:.1f} s to stop"
     assert "Traceback" not in stderr
     assert not bench.harness_processes("servers/launch.py")
-    assert not bench.harness_processes("bench.driver")
+    assert not bench.harness_processes("bench.driver.lean")
     meta = bench.meta(run_dir)
     assert meta["status"] == "partial" and meta["finished_utc"]
     summary = bench.summary(run_dir)
@@ -442,7 +443,7 @@ def test_second_sigint_forces_exit_without_waiting_for_a_stubborn_server(bench, 
                        "echo", "--duration", "4", "--warmup", "0.5", "--repeats", "2", "--out",
                        out, "--no-report", cwd=tmp_path, env=bench.env(PYTHONPATH=tmp_path))
     try:
-        bench.wait_for(lambda: bench.harness_processes("bench.driver"), 90, what="a driver")
+        bench.wait_for(lambda: bench.harness_processes("bench.driver.lean"), 90, what="a driver")
         time.sleep(1.0)
         proc.send_signal(signal.SIGINT)
         time.sleep(0.5)

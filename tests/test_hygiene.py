@@ -100,8 +100,8 @@ def test_cli_help_names_every_command_and_run_option(bench):
 
 
 def test_list_shows_variants_groups_and_scenarios(bench):
-    from bench import plan, registry
-
+    from bench.plan import steps as plan
+    from bench.plan import registry
     r = bench.run("list", timeout=60)
     assert r.returncode == 0 and r.stderr == ""
     reg = registry.load()
@@ -138,15 +138,14 @@ def test_driver_without_a_parent_gives_up_instead_of_hanging(tmp_path):
     """A driver worker whose parent closes stdin before t0 exits (bounded), not waits."""
     import json
 
-    from bench import lifecycle
-
-    with lifecycle.serving(lambda port: [sys.executable, "-m", "bench.refserver", str(port)],
+    from bench.execute import lifecycle
+    with lifecycle.serving(lambda port: [sys.executable, "-m", "bench.driver.refserver", str(port)],
                            str(tmp_path / "ref.log"), ready_timeout=30) as server:
         job = dict(host=lifecycle.HOST, port=server.port, connections=1, conns=[0],
                    total_conns=1, rate=100.0, warmup=0.1, duration=0.2, timeout=2.0,
                    payload=16, max_messages=100, out=str(tmp_path / "d.npz"))
         (tmp_path / "job.json").write_text(json.dumps(job))
-        proc = subprocess.Popen([sys.executable, "-m", "bench.driver",
+        proc = subprocess.Popen([sys.executable, "-m", "bench.driver.lean",
                                  str(tmp_path / "job.json")], cwd=ROOT,
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, start_new_session=True)

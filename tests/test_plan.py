@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from bench import plan
-from bench.driver import _bounded_capacity, open_schedule
+from bench.plan import steps as plan
+from bench.driver.lean import _bounded_capacity, open_schedule
 from bench.errors import UsageError
 
 T0 = 1_000_000_000_000

@@ -10,9 +10,9 @@ import textwrap
 
 import pytest
 
-from bench import lifecycle, protocol, registry
-
-
+from bench.execute import lifecycle
+from bench.driver import protocol
+from bench.plan import registry
 # --------------------------------------------------------------------------- pure framing
 
 def test_ws_url_is_engineio4_websocket_on_the_given_host_and_port():

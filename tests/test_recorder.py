@@ -13,8 +13,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench import aggregate, plan, recorder
-from bench.driver import DISCONNECT, ERROR, OK, TIMEOUT, open_schedule
+from bench.analysis import aggregate
+from bench.analysis import recorder
+from bench.plan import steps as plan
+from bench.driver.lean import DISCONNECT, ERROR, OK, TIMEOUT, open_schedule
 
 T0 = 5_000_000_000_000
 DESIGN_SUMMARY = ["variant", "scenario", "load_point", "repeat", "transport", "target_rate",

@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 
-from bench import registry
+from bench.plan import registry
 from bench.errors import UsageError
 
 DEFAULT_GROUP = ["flask-run-threading", "flask-run-eventlet", "flask-run-gevent",

@@ -8,7 +8,8 @@ import subprocess
 
 import pytest
 
-from bench import plots, report
+from bench.output import plots
+from bench.output import report
 from bench.errors import UsageError
 
 VARIANTS = ["socketio-run-gevent", "flask-run-eventlet"]

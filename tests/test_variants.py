@@ -6,8 +6,7 @@ import os
 
 import pytest
 
-from bench import registry
-
+from bench.plan import registry
 pytestmark = pytest.mark.slow
 
 DEFAULT = registry.load().groups["default"]

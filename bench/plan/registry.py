@@ -10,9 +10,9 @@ import sys
 import tomllib
 from dataclasses import dataclass, field
 
+from bench import ROOT
 from bench.errors import UsageError
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_PATH = os.path.join(ROOT, "servers", "variants.toml")
 LAUNCHERS = {"app.run", "socketio.run"}
 PATCHES = {"none", "eventlet", "gevent"}

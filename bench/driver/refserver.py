@@ -1,7 +1,7 @@
 """Reference echo server for calibration: picows + uvloop speaking just enough Engine.IO 4 /
 Socket.IO 5 to answer ``echo``. Not Flask, on purpose: it bounds what the driver can measure.
 
-``python -m bench.refserver PORT`` serves on 127.0.0.1:PORT until SIGTERM.
+``python -m bench.driver.refserver PORT`` serves on 127.0.0.1:PORT until SIGTERM.
 """
 import asyncio
 import signal

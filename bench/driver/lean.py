@@ -1,6 +1,6 @@
 """Driver worker: a lean Socket.IO client (picows + uvloop) firing echo round trips.
 
-Runs as its own process (``python -m bench.driver JOB.json``), pinned to the driver core, so
+Runs as its own process (``python -m bench.driver.lean JOB.json``), pinned to the driver core, so
 it never shares an interpreter with the harness. Every message has an index ``k`` that is
 also its Socket.IO ack id, so an ack is matched by array index, without a dict. Arrays are
 preallocated and bounded: a load loop can never run past its count or its deadline.
@@ -18,8 +18,7 @@ import time
 
 import numpy as np
 
-from bench import protocol
-
+from bench.driver import protocol
 OK, TIMEOUT, DISCONNECT, ERROR, UNSENT = 1, 2, 3, 4, 0
 OUTCOMES = {OK: "ok", TIMEOUT: "timeout", DISCONNECT: "disconnect", ERROR: "error", UNSENT: "error"}
 

@@ -11,8 +11,7 @@ from collections import Counter
 
 import numpy as np
 
-from bench import recorder
-
+from bench.analysis import recorder
 EXACT_LIMIT = 6
 UNSTABLE_CV = 0.10
 COUNTS = ["attempted", "ok", "errors", "timeouts"]

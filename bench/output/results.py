@@ -17,7 +17,7 @@ import pandas as pd
 
 from bench import SCHEMA_VERSION, __version__
 from bench.errors import UsageError
-from bench.registry import ROOT
+from bench import ROOT
 
 RESULTS = os.path.join(ROOT, "results")
 PACKAGES = ["flask", "flask-socketio", "python-socketio", "python-engineio", "eventlet",

@@ -16,10 +16,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from bench import plots
+from bench.output import plots
 from bench.errors import UsageError
-from bench.report import ms, to_markdown
-from bench.results import atomic_write
+from bench.output.report import ms, to_markdown
+from bench.output.results import atomic_write
 
 HOST_KEYS = ("cpu_model", "cores")
 PLAN_KEYS = ("duration", "warmup", "rate", "connections", "payload", "timeout", "pin", "app",

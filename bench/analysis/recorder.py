@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from hdrh.histogram import HdrHistogram
 
-from bench.driver import OUTCOMES, OK, TIMEOUT, DISCONNECT
+from bench.driver.lean import OUTCOMES, OK, TIMEOUT, DISCONNECT
 
 LOWEST_US, HIGHEST_US, DIGITS = 1, 120_000_000, 3
 PERCENTILES = {"p50_us": 50, "p90_us": 90, "p99_us": 99, "p999_us": 99.9, "p9999_us": 99.99}

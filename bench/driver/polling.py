@@ -2,7 +2,7 @@
 
 Used only where the WebSocket upgrade is refused. It adds its own ~0.3 ms per round trip (a
 thread per message), small beside polling round trips of several ms; rows driven by it say
-so in their note. Same job file and ready/t0/done protocol as ``bench.driver``.
+so in their note. Same job file and ready/t0/done protocol as ``bench.driver.lean``.
 """
 import json
 import os
@@ -13,7 +13,7 @@ import time
 import numpy as np
 import socketio
 
-from bench.driver import ERROR, OK, Messages, TIMEOUT, DISCONNECT, UNSENT, open_schedule, payload
+from bench.driver.lean import ERROR, OK, Messages, TIMEOUT, DISCONNECT, UNSENT, open_schedule, payload
 
 mono = time.monotonic_ns
 

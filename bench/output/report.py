@@ -11,8 +11,8 @@ import re
 
 import pandas as pd
 
-from bench import plots
-from bench.results import atomic_write
+from bench.output import plots
+from bench.output.results import atomic_write
 
 MATERIAL = 0.10          # a difference below 10 % is "the same" for the findings
 LOG_PATTERN = re.compile(r"Warning|Error|Traceback")

@@ -12,11 +12,15 @@ from dataclasses import replace
 
 import pandas as pd
 
-from bench import SCHEMA_VERSION, __version__, aggregate, lifecycle, recorder, results
+from bench import SCHEMA_VERSION, __version__
+from bench.analysis import aggregate
+from bench.analysis import recorder
+from bench.execute import lifecycle
+from bench.output import results
 from bench.errors import ResultsWriteError
-from bench.load import DriverError, run_load
-from bench.resources import Sampler
-from bench.verify import verify
+from bench.execute.load import DriverError, run_load
+from bench.execute.resources import Sampler
+from bench.execute.verify import verify
 
 ERROR_LINE = re.compile(r"^([A-Za-z_][\w.]*(Error|Exception)): (.*)$", re.M)
 

@@ -8,8 +8,8 @@ import json
 import re
 from dataclasses import dataclass
 
-from bench import protocol
-from bench.driver import Messages, connect, run_loop
+from bench.driver import protocol
+from bench.driver.lean import Messages, connect, run_loop
 
 PROBE = {"verify": "round trip", "n": 42}
 

@@ -18,9 +18,8 @@ import time
 
 import numpy as np
 
-from bench import lifecycle
-
-WORKER_MODULES = {"lean": "bench.driver", "python-socketio": "bench.polling"}
+from bench.execute import lifecycle
+WORKER_MODULES = {"lean": "bench.driver.lean", "python-socketio": "bench.driver.polling"}
 
 
 class DriverError(Exception):

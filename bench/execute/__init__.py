@@ -1,0 +1,1 @@
+"""Execution: server lifecycles, verification, driving load, sampling resources, the run loop."""

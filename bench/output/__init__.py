@@ -1,0 +1,1 @@
+"""Output: results folders on disk, charts and the report."""
