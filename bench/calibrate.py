@@ -1,94 +1,136 @@
-"""How good is the driver? Its own floor and capacity against the reference echo server.
+"""How good is the driver? Its own floor, flatness and capacity against the reference server.
 
 floor: closed-loop round trip, one connection (what no server can beat on this machine).
-capacity: highest open-loop rate one driver process sustains with ≥ 99 % of the target rate
-achieved and schedule lag p99 ≤ 1 ms, rising geometrically until a step fails.
+flatness: p50 at 100 and 800 msg/s (10 connections, as the default rate plan), with the
+driver's own part (send lag + receive wait, p50) beside it, busy-polling and sleeping: what
+of a p50 difference is the driver's wake-up and what the server's.
+capacity: the highest open-loop rate whose replies, counted inside the window, reach ≥ 99 %
+of the target, with send-lag p99 ≤ 1 ms and p50 at most twice its 800 msg/s value. The
+reference server's CPU is sampled: when it is saturated, that is its limit, not the driver's.
+A failed first step searches down, then up; nothing passing means the machine was too busy.
 Server and driver sit on separate cores when there are two.
 """
+import math
 import os
 import sys
 import tempfile
 
-import numpy as np
-
-from bench.execute import lifecycle
 from bench.analysis import recorder
+from bench.execute import lifecycle
 from bench.execute.load import run_load
 from bench.execute.resources import Sampler
-from bench.execute.runner import cpu_layout
+from bench.execute.step import cpu_layout
+from bench.plan.job import for_step
+from bench.plan.scenarios import RATE_CONNECTIONS
+from bench.plan.steps import Step
 
 START_RATE, FACTOR, MAX_RATE, MIN_RATE = 8000.0, 1.3, 400_000.0, 100.0
+LAG_LIMIT_US, FLAT_FACTOR, SATURATED_PCT = 1000.0, 2.0, 90.0
 
 
-def _measure(port, work, cpus, rate, connections, warmup, duration):
-    job = dict(host=lifecycle.HOST, port=port, connections=connections, rate=rate,
-               warmup=warmup, duration=duration, timeout=5.0, payload=64,
-               max_messages=int((warmup + duration) * 60_000) * connections, event="echo")
+def measure(server, work, cpus, rate, connections, duration, spin):
+    """One step against the reference server; its summary row (server CPU included)."""
+    step = Step(index=0, variant="refserver", scenario="rate" if rate else "echo",
+                load_point=f"{rate:g} msg/s" if rate else "floor", repeat=1, rate=rate,
+                connections=connections, warmup=0.5, duration=duration, payload=64,
+                deadline=5.0)
+    job = for_step(step, [(server.host, server.port)], spin=spin, cpus=cpus or ())
     sampler = Sampler("refserver", 0)
+    sampler.watch("server", [server.pid])
 
     def on_start(pids, t0):
         sampler.watch("driver", pids)
-        sampler.mark("measure_start", t0 + int(warmup * 1e9))
-        sampler.mark("measure_end", t0 + int((warmup + duration) * 1e9))
+        sampler.mark("measure_start", t0 + int(step.warmup * 1e9))
+        sampler.mark("measure_end", t0 + int((step.warmup + step.duration) * 1e9))
 
     sampler.start()
     try:
-        arrays, t0 = run_load(job, work, cpus=cpus, on_start=on_start)
+        load = run_load(job, work, on_start=on_start)
     finally:
         sampler.stop()
-    mask = recorder.measure_mask(arrays, t0, warmup, duration)
-    ok = mask & (arrays["outcome"] == 1)
-    latency = (arrays["received"][ok] - arrays["intended"][ok]) / 1000.0
-    sent = mask & (arrays["sent"] > 0)
-    lag = (arrays["sent"][sent] - arrays["intended"][sent]) / 1000.0
-    return dict(
-        achieved=ok.sum() / duration, attempted=int(mask.sum()),
-        p50=float(np.percentile(latency, 50)) if len(latency) else float("nan"),
-        p99=float(np.percentile(latency, 99)) if len(latency) else float("nan"),
-        lag_p99=float(np.percentile(lag, 99)) if len(lag) else float("nan"),
-        driver_cpu=sampler.window().get("driver_cpu_pct", float("nan")))
+    return recorder.summarize_messages(step, load, "websocket", sampler.window(), "lean")
 
 
-def calibrate(pin=True, quick=False, floor_only=False, log=print):
-    """Return the calibration dict (floor, capacity, the steps that found it)."""
+def driver_part(row):
+    return round(row["send_lag_p50_us"] + row["recv_wait_p50_us"], 1)
+
+
+def calibrate(pin=True, quick=False, log=print):
+    """Return the calibration dict (floor, flatness, capacity, the steps that found it)."""
     server_cpus, driver_cpus = cpu_layout(pin)
+    spin = driver_cpus is not None
     duration = 1.0 if quick else 2.0
     with tempfile.TemporaryDirectory(prefix="bench-calibrate-") as work:
         log_path = os.path.join(work, "refserver.log")
         argv = lambda port: [sys.executable, "-m", "bench.driver.refserver", str(port)]  # noqa: E731
         with lifecycle.serving(argv, log_path, cpus=server_cpus) as server:
-            floor = _measure(server.port, work, driver_cpus, None, 1, 0.5, duration)
-            out = dict(floor_p50_us=round(floor["p50"], 1), floor_p99_us=round(floor["p99"], 1),
-                       floor_round_trips_s=round(floor["achieved"], 1),
+            floor = measure(server, work, driver_cpus, None, 1, duration, spin)
+            out = dict(floor_p50_us=floor["p50_us"], floor_p99_us=floor["p99_us"],
                        pinned=server_cpus is not None, server_cpus=server_cpus,
-                       driver_cpus=driver_cpus, driver_processes=1)
+                       driver_cpus=driver_cpus, driver_processes=1, busy_poll=spin)
             log(f"floor: p50 {out['floor_p50_us']} us, p99 {out['floor_p99_us']} us "
-                f"(closed loop, 1 connection)")
-            if floor_only:
-                return out
-            steps, best, rate, falling = [], None, START_RATE, False
-            while MIN_RATE <= rate <= MAX_RATE:
-                r = _measure(server.port, work, driver_cpus, rate, 50, 0.5, duration)
-                passed = r["achieved"] >= 0.99 * rate and r["lag_p99"] <= 1000.0
-                steps.append(dict(rate=rate, achieved=round(r["achieved"], 1),
-                                  p50_us=round(r["p50"], 1), p99_us=round(r["p99"], 1),
-                                  lag_p99_us=round(r["lag_p99"], 1),
-                                  driver_cpu_pct=r["driver_cpu"], passed=passed))
-                log(f"rate {rate:9.0f}/s: achieved {r['achieved']:9.0f}/s, lag p99 "
-                    f"{r['lag_p99']:7.1f} us, p99 {r['p99']:8.1f} us, driver CPU "
-                    f"{r['driver_cpu']:.0f} % -> {'ok' if passed else 'FAIL'}")
-                if passed:
-                    best = steps[-1]
-                    if falling:
-                        break
-                    rate = round(rate * FACTOR, -2)
-                elif best is None:  # even the first rate failed: walk down to a floor
-                    falling, rate = True, round(rate / 2, -1)
-                else:
-                    break
-            out.update(capacity_msg_s=best["achieved"] if best else 0.0,
-                       lag_p99_us=best["lag_p99_us"] if best else None,
-                       capacity_p99_us=best["p99_us"] if best else None,
-                       capacity_driver_cpu_pct=best["driver_cpu_pct"] if best else None,
-                       capacity_steps=steps)
+                f"(closed loop, 1 connection{', busy-polling' if spin else ''})")
+            flat_duration = max(duration, 10.0 if not quick else 2.5)  # 1,000 samples at 100/s
+            for rate in (100, 800):
+                for poll in ([True, False] if spin else [False]):
+                    r = measure(server, work, driver_cpus, float(rate), RATE_CONNECTIONS,
+                                flat_duration, poll)
+                    tag = "" if poll == spin else "_sleeping"
+                    out[f"p50_{rate}{tag}_us"] = r["p50_us"]
+                    out[f"driver_lag_{rate}{tag}_us"] = driver_part(r)
+                    out[f"server_cpu_{rate}{tag}_pct"] = r["server_cpu_pct"]
+                    log(f"rate {rate}/s {'busy-polling' if poll else 'sleeping'}: p50 "
+                        f"{r['p50_us']} us, driver part (send lag + receive wait p50) "
+                        f"{driver_part(r)} us")
+            diff = out["p50_100_us"] - out["p50_800_us"]
+            driver_diff = out["driver_lag_100_us"] - out["driver_lag_800_us"]
+            out.update(p50_ratio_100_800=round(out["p50_100_us"] / out["p50_800_us"], 3),
+                       p50_diff_us=round(diff, 1), p50_diff_driver_us=round(driver_diff, 1),
+                       p50_diff_server_us=round(diff - driver_diff, 1))
+            log(f"p50 100/s − 800/s = {diff:.1f} us: driver {driver_diff:.1f} us, server's own "
+                f"wake-up and the loopback path {diff - driver_diff:.1f} us")
+            out.update(search_capacity(server, work, driver_cpus, duration, spin,
+                                       out["p50_800_us"], log))
             return out
+
+
+def search_capacity(server, work, cpus, duration, spin, p50_low, log):
+    steps, best, rate, ceiling = [], None, START_RATE, math.inf
+    limit_note = ""
+    while MIN_RATE <= rate <= MAX_RATE:
+        r = measure(server, work, cpus, rate, RATE_CONNECTIONS, duration, spin)
+        flat = math.isfinite(r["p50_us"]) and r["p50_us"] <= FLAT_FACTOR * p50_low
+        passed = (r["achieved_rate"] >= 0.99 * rate and r["send_lag_p99_us"] <= LAG_LIMIT_US
+                  and flat)
+        steps.append(dict(rate=rate, achieved=r["achieved_rate"], p50_us=r["p50_us"],
+                          p99_us=r["p99_us"], lag_p99_us=r["send_lag_p99_us"],
+                          driver_busy_pct=r["driver_cpu_pct"],
+                          server_cpu_pct=r["server_cpu_pct"], passed=passed))
+        log(f"rate {rate:9.0f}/s: achieved {r['achieved_rate']:9.0f}/s in window, lag p99 "
+            f"{r['send_lag_p99_us']:7.1f} us, p50 {r['p50_us']:7.1f} us, driver busy "
+            f"{r['driver_cpu_pct']:.0f} %, refserver CPU {r['server_cpu_pct']:.0f} % -> "
+            f"{'ok' if passed else 'FAIL'}")
+        if passed:
+            best = steps[-1]
+            rate = round(rate * FACTOR, -2)
+            if rate >= ceiling:  # found on the way down: up again, short of the known failure
+                break
+            continue
+        ceiling = min(ceiling, rate)
+        if r["server_cpu_pct"] >= SATURATED_PCT:
+            limit_note = (f"the reference server saturated at {rate:g}/s "
+                          f"({r['server_cpu_pct']:.0f} % CPU): its limit, not the driver's")
+        if best is None:  # even the first rate failed: walk down until one holds
+            rate = round(rate / 2, -1)
+        else:
+            break
+    if best is None:
+        limit_note = "machine too busy to calibrate: no rate down to " \
+                     f"{MIN_RATE:g}/s held (see capacity_steps)"
+    elif not limit_note:
+        limit_note = "driver limit (lag, achieved or p50 flatness)"
+    return dict(capacity_msg_s=best["achieved"] if best else 0.0,
+                lag_p99_us=best["lag_p99_us"] if best else None,
+                capacity_p99_us=best["p99_us"] if best else None,
+                capacity_driver_busy_pct=best["driver_busy_pct"] if best else None,
+                capacity_limit=limit_note, capacity_steps=steps)

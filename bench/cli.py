@@ -12,6 +12,7 @@ import sys
 
 from bench.execute import lifecycle
 from bench.plan import steps as plan
+from bench.plan.scenarios import SCENARIOS
 from bench.plan import registry
 from bench.errors import ResultsWriteError, UsageError
 
@@ -49,7 +50,7 @@ def build_parser():
     rp.add_argument("--variants", help="comma-separated variant names")
     rp.add_argument("--group", help="a group of variants (default: default)")
     rp.add_argument("--scenario", action="append",
-                    help=f"one of {', '.join(plan.SCENARIOS)} (repeatable; default echo, rate)")
+                    help=f"one of {', '.join(SCENARIOS)} (repeatable; default echo, rate)")
     rp.add_argument("--connections", type=whole, help="connections (echo: 1, rate: 10)")
     rp.add_argument("--rate", type=positive_float, help="rate scenario: total msg/s (400)")
     rp.add_argument("--duration", type=positive_float, help="measured seconds per step (2)")
@@ -58,8 +59,16 @@ def build_parser():
     rp.add_argument("--payload", type=whole, help="echo argument size in bytes (64)")
     rp.add_argument("--target", help="measure an already running server at this URL")
     rp.add_argument("--app", help="your own app as module:attr (a Flask app with SocketIO)")
-    rp.add_argument("--client", choices=["lean", "python-socketio"], default=None,
-                    help="driver client (default: lean; stock client only for polling)")
+    rp.add_argument("--client", help="client list measured side by side: lean, "
+                    "python-socketio (default lean; the stock client steps in for polling)")
+    rp.add_argument("--transport", help="force transports, side by side: websocket, polling "
+                    "(default: WebSocket, else what the server serves)")
+    rp.add_argument("--arrivals", choices=["uniform", "poisson"],
+                    help="open-loop send times: evenly spaced (default) or Poisson")
+    rp.add_argument("--deadline-ms", type=positive_float,
+                    help="per-message deadline; unanswered by then = timeout (5000)")
+    rp.add_argument("--dry-run", action="store_true",
+                    help="print the plan and its estimated time, start nothing")
     rp.add_argument("--out", help="parent folder for the run folder (default: results/)")
     rp.add_argument("--label", default="run", help="suffix of the run folder name")
     rp.add_argument("--seed", type=whole, help="seed of the shuffled step order (1)")
@@ -75,6 +84,8 @@ def build_parser():
     sc.add_argument("--sweep-start", type=positive_float, help="sweep: first rate (100/s)")
     sc.add_argument("--sweep-factor", type=positive_float, help="sweep: rate step factor (2)")
     sc.add_argument("--sweep-max", type=positive_float, help="sweep: highest rate (25600/s)")
+    sc.add_argument("--sweep-step-max", type=positive_float,
+                    help="sweep: longest step while gathering the SLO's samples (20 s)")
     sc.add_argument("--fanout-rate", type=positive_float, help="fanout: broadcasts/s (20)")
     sc.add_argument("--connect-rate", type=positive_float, help="connect: arrivals/s (20)")
     sc.add_argument("--block-ms", type=positive_float, help="blocking: ms per block call (50)")
@@ -112,23 +123,20 @@ def cmd_list(args):
     for group, members in reg.groups.items():
         print(f"  {group:26s} {', '.join(members)}")
     print("scenarios:")
-    for s in plan.SCENARIOS:
-        print(f"  {s}")
+    for s in SCENARIOS.values():
+        print(f"  {s.name:10s} {s.description}")
     return 0
 
 
 def cmd_run(args):
     from bench.output import results
     from bench.progress import Progress
-    from bench.execute.runner import Run
+    from bench.execute.runner import execute
 
     target = parse_target(args.target, args.allow_remote) if args.target else None
     if target and (args.variants or args.group or args.app):
         raise UsageError("--target measures one running server; it excludes --variants, "
                          "--group and --app")
-    if args.client == "python-socketio":
-        raise UsageError("--client python-socketio is not supported yet: the stock client is "
-                         "used automatically where a variant serves only long-polling")
     if args.app and ":" not in args.app:
         raise UsageError(f"--app must look like module:attr, got {args.app!r}")
     reg = registry.load(args.variants_file)
@@ -144,16 +152,20 @@ def cmd_run(args):
                    sweep_start=args.sweep_start, sweep_factor=args.sweep_factor,
                    sweep_max=args.sweep_max, fanout_rate=args.fanout_rate,
                    connect_rate=args.connect_rate, block_ms=args.block_ms,
-                   block_rate=args.block_rate)
+                   block_rate=args.block_rate, client=args.client, transport=args.transport,
+                   arrivals=args.arrivals, deadline_ms=args.deadline_ms,
+                   sweep_step_max=args.sweep_step_max)
     steps, resolved = plan.build(variants, scenarios, options)
+    if args.dry_run:
+        print_plan(steps, resolved, reg, target)
+        return 0
     run_dir = results.create_run_dir(args.out, args.label)
     resolved.update(variants=variants, scenarios=scenarios, pin=not args.no_pin, app=args.app,
                     label=args.label, target=args.target)
     progress = Progress(len(steps))
     print(f"bench: {len(steps)} steps -> {run_dir}", file=sys.stderr, flush=True)
     try:
-        rows = Run(reg, steps, resolved, run_dir, progress, app=args.app,
-                   target=target).execute()
+        rows = execute(reg, steps, resolved, run_dir, progress, app=args.app, target=target)
     finally:
         progress.close()
     print_table(rows)
@@ -163,6 +175,22 @@ def cmd_run(args):
         print(f"report: {os.path.join(run_dir, 'report.md')} (charts in plots/)")
     print(f"results: {run_dir}")
     return 0
+
+
+def print_plan(steps, o, reg, target):
+    """The plan as it would run: every step in order, the environments it needs, the time."""
+    for s in steps:
+        what = f"sweep {len(s.sweep_rates)} rates from {s.sweep_rates[0]:g}/s" if s.sweep_rates \
+            else s.load_point
+        via = s.client + (f"/{s.transport}" if s.transport else "")
+        print(f"{s.index + 1:4d}. {s.variant:26s} {s.scenario:9s} {what:36s} #{s.repeat} {via}")
+    envs = sorted({reg.variants[s.variant].environment for s in steps
+                   if not target and s.variant in reg.variants})
+    if envs:
+        print(f"environments: {', '.join(envs)}")
+    seconds = plan.estimate_seconds(steps, o)
+    print(f"{len(steps)} steps, estimated {seconds / 60:.1f} min "
+          f"(sweeps counted at every rate: an upper bound)")
 
 
 LOOPBACK = ("localhost", "::1")
@@ -192,25 +220,37 @@ def parse_target(url, allow_remote):
 
 
 def print_table(rows):
-    """Aggregate view: one line per variant and scenario, repeats merged."""
+    """Aggregate view: one line per scenario, load point, variant and client, repeats merged.
+    A percentile too few samples could carry prints "-"; one written as the deadline "*"."""
     from bench.analysis.aggregate import aggregate
+
+    def ms(r, key):
+        v = r[key]
+        if v != v:
+            return f"{'-':>8s}"
+        return f"{v / 1000:7.3f}" + ("*" if key[:-3] in str(r.get("censored", "")).split(",")
+                                     else " ")
 
     agg = sorted(aggregate(rows), key=lambda r: (r["scenario"], r["load_point"],
                                                  r.get("recipient") or "",
                                                  r["p50_us"] if r["p50_us"] == r["p50_us"]
                                                  else 1e18))
-    header = f"{'scenario':8s} {'load point':36s} {'variant':24s} {'transport':10s} " \
-             f"{'p50 ms':>8s} {'p99 ms':>8s} {'ok/attempted':>15s} valid"
+    header = f"{'scenario':8s} {'load point':30s} {'variant':24s} {'client/transport':22s} " \
+             f"{'p50 ms':>8s} {'p99 ms':>8s} {'driver':>6s} {'ok/attempted':>15s} valid"
     print(header)
     print("-" * len(header))
     for r in agg:
-        p50 = f"{r['p50_us'] / 1000:8.3f}" if r["p50_us"] == r["p50_us"] else f"{'-':>8s}"
-        p99 = f"{r['p99_us'] / 1000:8.3f}" if r["p99_us"] == r["p99_us"] else f"{'-':>8s}"
         flag = "yes" if r["valid"] else ("DRIVER-BOUND" if r["driver_bound"] else "no")
+        flag += " noisy" if r.get("noisy") else ""
         point = r["load_point"] + (f" [{r['recipient']}]" if r.get("recipient") else "")
-        print(f"{r['scenario']:8s} {point[:36]:36s} {r['variant']:24s} "
-              f"{r['transport'] or 'failed':10s} {p50} {p99} "
+        via = f"{r.get('client') or '-'}/{r['transport'] or 'failed'}"
+        share = r.get("driver_share", float("nan"))
+        share = f"{100 * share:5.0f}%" if share == share else f"{'-':>6s}"
+        print(f"{r['scenario']:8s} {point[:30]:30s} {r['variant']:24s} {via[:22]:22s} "
+              f"{ms(r, 'p50_us')} {ms(r, 'p99_us')} {share} "
               f"{r['ok']:>7d}/{r['attempted']:<7d} {flag}")
+    print("(* = written as the deadline: more than 1 − q of the messages timed out; "
+          "driver = the driver's share of p50)")
 
 
 def finite(value):

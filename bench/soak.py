@@ -107,8 +107,10 @@ def change(a, b):
 
 def soak(minutes=10.0, rate=1000.0, connections=20, variant="socketio-run-eventlet", log=print):
     from bench.execute.load import run_load
-    from bench.analysis.recorder import measure_mask
-    from bench.execute.runner import cpu_layout
+    from bench.analysis import stats
+    from bench.analysis.recorder import latency_histogram
+    from bench.execute.step import cpu_layout
+    from bench.plan.job import Job
 
     reg = registry.load()
     v = reg.select([variant])[0]
@@ -123,14 +125,14 @@ def soak(minutes=10.0, rate=1000.0, connections=20, variant="socketio-run-eventl
         log_path = os.path.join(work, "server.log")
         with lifecycle.serving(lambda port: v.argv(port), log_path, cpus=server_cpus) as server:
             watch = Watch(server.pid, interval)
-            job = dict(host=lifecycle.HOST, port=server.port, connections=connections,
-                       rate=rate, warmup=WARMUP_S, duration=duration, timeout=5.0, payload=64,
-                       max_messages=int(rate * (duration + WARMUP_S)) + 2, event="echo",
-                       kind="open", binary=False, blockers=None, members=connections)
+            job = Job(targets=((server.host, server.port),), connections=connections,
+                      rate=rate, warmup=WARMUP_S, duration=duration,
+                      spin=driver_cpus is not None, cpus=tuple(driver_cpus or ()))
             log(f"soak: {variant} on port {server.port}, {rate:g} msg/s over {connections} "
                 f"connections for {minutes:g} min (+{WARMUP_S:g} s warm-up)")
             try:
-                arrays, t0 = run_load(job, work, cpus=driver_cpus, on_start=watch.started)
+                load = run_load(job, work, on_start=watch.started)
+                arrays, t0 = load.arrays, load.t0
             finally:
                 watch.stop.set()
                 if watch.is_alive():
@@ -143,25 +145,29 @@ def soak(minutes=10.0, rate=1000.0, connections=20, variant="socketio-run-eventl
     # messages due by each sample time: their lazily mapped array pages are legitimately in use
     lazy = {k: int(min(r["t"], WARMUP_S + duration) * rate) * per_message
             for k, r in (("start", first), ("end", last))}
-    mask = measure_mask(arrays, t0, WARMUP_S, duration)
+    deadline_us = job.deadline * 1e6
+    start = t0 + int(WARMUP_S * 1e9)
+    mask = (arrays["intended"] >= start) & (arrays["intended"] < start + int(duration * 1e9))
     outcome = arrays["outcome"][mask]
     ok = outcome == 1
-    latency_us = (arrays["received"][mask][ok] - arrays["intended"][mask][ok]) / 1000.0
+    latency = stats.summary(latency_histogram(arrays, mask, deadline_us),
+                            int(mask.sum() - ok.sum()), deadline_us)
     minute_p99 = []
     for i in range(int(np.ceil(minutes))):
         lo, hi = t0 + int((WARMUP_S + 60 * i) * 1e9), t0 + int((WARMUP_S + 60 * (i + 1)) * 1e9)
-        sel = mask & (arrays["intended"] >= lo) & (arrays["intended"] < hi) & \
-            (arrays["outcome"] == 1)
-        lat = (arrays["received"][sel] - arrays["intended"][sel]) / 1000.0
-        minute_p99.append(round(float(np.percentile(lat, 99)), 1) if len(lat) else None)
+        sel = mask & (arrays["intended"] >= lo) & (arrays["intended"] < hi)
+        h = latency_histogram(arrays, sel, deadline_us)
+        p99 = stats.summary(h, int(sel.sum() - (sel & (arrays["outcome"] == 1)).sum()),
+                            deadline_us)["p99_us"]
+        minute_p99.append(p99 if np.isfinite(p99) else None)
     net_start = first["driver_rss"] - lazy["start"]
     net_end = last["driver_rss"] - lazy["end"]
     out = dict(
         variant=variant, minutes=minutes, rate=rate, connections=connections,
         samples=len(rows), window_s=[round(first["t"], 1), round(last["t"], 1)],
         attempted=int(mask.sum()), ok=int(ok.sum()), timeouts=int((outcome == 2).sum()),
-        p50_us=round(float(np.percentile(latency_us, 50)), 1) if len(latency_us) else None,
-        p99_us=round(float(np.percentile(latency_us, 99)), 1) if len(latency_us) else None,
+        p50_us=latency["p50_us"] if np.isfinite(latency["p50_us"]) else None,
+        p99_us=latency["p99_us"] if np.isfinite(latency["p99_us"]) else None,
         p99_us_per_minute=minute_p99,
         driver_rss_mb=[round(first["driver_rss"] / 1e6, 2), round(last["driver_rss"] / 1e6, 2)],
         driver_array_pages_mb=[round(lazy["start"] / 1e6, 2), round(lazy["end"] / 1e6, 2)],

@@ -7,6 +7,7 @@ import nbformat
 import pytest
 
 from bench.output import report
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOK = os.path.join(ROOT, "notebooks", "analysis.ipynb")
 REFERENCE = os.path.join(ROOT, "results", "reference")

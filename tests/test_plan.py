@@ -1,18 +1,20 @@
-"""Scheduling (bench/driver.py open_schedule) and plans (bench/plan.py)."""
+"""Scheduling (bench/driver/lean.py open_schedule) and plans (bench/plan/)."""
 import numpy as np
 import pytest
 
 from bench.plan import steps as plan
-from bench.driver.lean import _bounded_capacity, open_schedule
+from bench.driver.lean import open_schedule
+from bench.plan import scenarios
+from bench.plan.job import Job
 from bench.errors import UsageError
 
 T0 = 1_000_000_000_000
 
 
 def job(rate, conns, warmup=0.5, duration=1.0, total=None, **extra):
-    conns = list(conns)
-    return dict(rate=rate, warmup=warmup, duration=duration, conns=conns,
-                total_conns=total if total is not None else len(conns), **extra)
+    conns = tuple(conns)
+    return Job(targets=(("127.0.0.1", 1),), rate=rate, warmup=warmup, duration=duration,
+               conns=conns, connections=total if total is not None else len(conns), **extra)
 
 
 # --------------------------------------------------------------------------- open schedule
@@ -71,7 +73,7 @@ def test_schedule_count_is_bounded_by_the_worker_arrays():
                                           (7.3, 1, 0.1, 0.2)]:
         j = job(rate, range(conns), warmup, duration)
         _, times = open_schedule(j, T0)
-        assert len(times) <= _bounded_capacity(j)
+        assert len(times) <= j.max_messages
         assert len(times) == int(rate * (warmup + duration))
         # every send is due before the end of the step
         assert times.max() < T0 + (warmup + duration) * 1e9
@@ -111,9 +113,9 @@ def test_plan_echo_is_closed_loop_and_rate_open_loop():
     steps, _ = build(("a",), ("echo", "rate"), repeats=1, rate=750.0, connections=None)
     by = {s.scenario: s for s in steps}
     assert by["echo"].rate is None and not by["echo"].open_loop
-    assert by["echo"].connections == plan.ECHO_CONNECTIONS
+    assert by["echo"].connections == scenarios.ECHO_CONNECTIONS
     assert by["rate"].rate == 750.0 and by["rate"].open_loop
-    assert by["rate"].connections == plan.RATE_CONNECTIONS
+    assert by["rate"].connections == scenarios.RATE_CONNECTIONS
 
 
 def test_quick_shrinks_unless_the_option_is_given():

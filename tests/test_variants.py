@@ -7,6 +7,7 @@ import os
 import pytest
 
 from bench.plan import registry
+
 pytestmark = pytest.mark.slow
 
 DEFAULT = registry.load().groups["default"]

@@ -1,123 +1,105 @@
-"""Aggregate rows (``repeat = all``): merged HDR histograms and bootstrap CIs over repeats.
+"""Aggregate rows (written with ``repeat = all``): repeats merged, with intervals over repeats.
 
-Percentiles are never averaged: the aggregate's percentiles come from the merged histogram.
-The 95 % interval resamples whole repeats (the unit that varies between runs); for up to 6
-repeats every resample multiset is enumerated with its exact multinomial weight, so the
-interval is deterministic.
+Percentiles are never averaged: the aggregate's percentiles come from the merged histogram
+(unanswered messages at the deadline, so censoring carries over). Failed or empty repeats are
+excluded and counted in ``repeats_failed``. The 95 % intervals and ``unstable`` are defined in
+bench/analysis/stats.py.
 """
-import itertools
-import math
-from collections import Counter
-
 import numpy as np
 
-from bench.analysis import recorder
-EXACT_LIMIT = 6
-UNSTABLE_CV = 0.10
+from bench.analysis import stats
+
+KEY = ("variant", "scenario", "load_point", "client", "transport", "recipient",
+       "server_nodelay", "profiled")
 COUNTS = ["attempted", "ok", "errors", "timeouts"]
 STATIC = ["target_rate", "connections", "duration_s", "client", "mix", "recipient",
-          "payload_bytes", "binary"]
+          "payload_bytes", "binary", "deadline_ms", "arrivals", "servers", "server_nodelay",
+          "profiled"]
 SUMMED = ["failed_tcp", "failed_upgrade", "failed_open", "failed_connect", "broadcasts"]
+MEANS = ["server_cpu_pct", "driver_cpu_pct", "lag_p50_us", "send_lag_p50_us",
+         "recv_wait_p50_us", "achieved_rate", "sent_rate", "steal_pct", "load_avg",
+         "foreign_cpu_pct", "driver_share", "reach"]
+MAXES = ["server_rss_mb", "lag_p99_us", "send_lag_p99_us", "recv_wait_p99_us"]
 
 
-def _multisets(n, rng, draws=2000):
-    """(indices, weight) of bootstrap resamples of n repeats."""
-    if n <= EXACT_LIMIT:
-        for combo in itertools.combinations_with_replacement(range(n), n):
-            counts = Counter(combo).values()
-            weight = math.factorial(n) / math.prod(math.factorial(c) for c in counts)
-            yield combo, weight / n ** n
-    else:
-        for _ in range(draws):
-            yield tuple(sorted(rng.integers(0, n, n))), 1.0 / draws
+def key_of(row):
+    return tuple(str(row.get(k) if row.get(k) == row.get(k) else "") for k in KEY)
 
 
-def _weighted_quantile(values, weights, q):
-    order = np.argsort(values)
-    v, w = np.asarray(values)[order], np.asarray(weights)[order]
-    cum = np.cumsum(w) / np.sum(w)
-    return float(v[min(np.searchsorted(cum, q), len(v) - 1)])
-
-
-def bootstrap_ci(histograms, percentile, seed=0):
-    """95 % interval of ``percentile`` of the merged histogram, resampling repeats."""
-    if len(histograms) < 2:
-        return float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    cache, values, weights = {}, [], []
-    for combo, weight in _multisets(len(histograms), rng):
-        if combo not in cache:
-            merged = recorder.new_histogram()
-            for i in combo:
-                merged.add(histograms[i])
-            cache[combo] = float(merged.get_value_at_percentile(percentile))
-        values.append(cache[combo])
-        weights.append(weight)
-    return _weighted_quantile(values, weights, 0.025), _weighted_quantile(values, weights, 0.975)
+def measured(row):
+    return isinstance(row.get("hdr"), str) and bool(row["hdr"]) and row.get("attempted", 0) > 0
 
 
 def aggregate(rows):
-    """One ``repeat = all`` row per (variant, scenario, load_point) with ≥ 1 measured repeat."""
+    """One aggregate row per key with ≥ 1 repeat (rows in first-seen order)."""
     groups = {}
     for r in rows:
-        if str(r["repeat"]) != "all":
-            key = (r["variant"], r["scenario"], r["load_point"], r.get("recipient") or "")
-            groups.setdefault(key, []).append(r)
+        if not r.get("aggregate"):
+            groups.setdefault(key_of(r), []).append(r)
+    return [merge_repeats(reps) for reps in groups.values()]
+
+
+def merge_repeats(reps):
+    good = [r for r in reps if measured(r)]
+    first = reps[0]
+    merged = stats.merge(r["hdr"] for r in good)
+    service = stats.merge(r.get("hdr_service", "") for r in good)
+    attempted = int(sum(r["attempted"] for r in good))
+    unanswered = attempted - int(sum(r["ok"] for r in good))
+    deadline_us = float(first.get("deadline_ms") or 5000.0) * 1000.0
+    per_repeat = [stats.decode(r["hdr"]) for r in good]
+    p50s = [stats.value_at(h, 50) for h in per_repeat]
+    p99s = [stats.value_at(h, 99) if stats.enough_for(h.get_total_count(), 99) else np.nan
+            for h in per_repeat]
+    p50_lo, p50_hi, method = stats.interval(p50s)
+    p99_lo, p99_hi, _ = stats.interval(p99s)
+    row = {k: first[k] for k in STATIC if k in first}
+    row.update({k: int(sum(r.get(k, 0) or 0 for r in good)) for k in SUMMED if k in first})
+    row.update({k: _mean(good, k) for k in MEANS if k in first})
+    row.update({k: _max(good, k) for k in MAXES if k in first})
+    notes = sorted({r["note"] for r in reps if isinstance(r.get("note"), str) and r["note"]})
+    row.update(
+        variant=first["variant"], scenario=first["scenario"], load_point=first["load_point"],
+        repeat=0, aggregate=True,
+        transport="/".join(sorted({r["transport"] for r in reps if r.get("transport")})),
+        **{k: int(sum(r[k] for r in reps)) for k in COUNTS},
+        **stats.summary(merged, unanswered, deadline_us),
+        service_p50_us=stats.summary(service)["p50_us"],
+        service_p99_us=stats.summary(service)["p99_us"],
+        driver_bound=any(bool(r["driver_bound"]) for r in reps),
+        valid=bool(good) and all(bool(r["valid"]) for r in reps),
+        noisy=any(bool(r.get("noisy")) for r in reps),
+        note=" | ".join(notes)[:500],
+        hdr=stats.encode(merged), hdr_service=stats.encode(service),
+        p50_ci_low=p50_lo, p50_ci_high=p50_hi, p99_ci_low=p99_lo, p99_ci_high=p99_hi,
+        ci_method=method, unstable=stats.unstable(p50s, p99s),
+        p50_cv=_round(stats.cv(p50s), 4), p99_cv=_round(stats.cv(p99s), 4),
+        repeats=len(reps), repeats_failed=len(reps) - len(good),
+    )
+    return row
+
+
+def _values(rows, key):
     out = []
-    for (variant, scenario, load_point, _), reps in groups.items():
-        measured = [r for r in reps if isinstance(r.get("hdr"), str) and r["hdr"]]
-        hists = [recorder.decode(r["hdr"].encode()) for r in measured]
-        merged = recorder.merge([r["hdr"] for r in measured])
-        service = recorder.merge([r.get("hdr_service", "") for r in measured])
-        service_stats = recorder.stats(service)
-        p50s = np.array([r["p50_us"] for r in measured], dtype=float)
-        cv = float(np.std(p50s, ddof=1) / np.mean(p50s)) if len(p50s) > 1 else float("nan")
-        p50_lo, p50_hi = bootstrap_ci(hists, 50)
-        p99_lo, p99_hi = bootstrap_ci(hists, 99)
-        transports = sorted({r["transport"] for r in reps if r["transport"]})
-        notes = sorted({r["note"] for r in reps if r.get("note")})
-        row = {k: reps[0][k] for k in STATIC if k in reps[0]}
-        row.update({k: int(sum(r[k] for r in measured)) for k in SUMMED if k in reps[0]})
-        if "reach" in reps[0]:
-            row["reach"] = round(_mean(measured, "reach"), 6)
-        row.update(
-            variant=variant, scenario=scenario, load_point=load_point, repeat="all",
-            transport="/".join(transports),
-            achieved_rate=round(float(np.mean([r["achieved_rate"] for r in measured])), 1)
-            if measured else float("nan"),
-            **{k: int(sum(r[k] for r in reps)) for k in COUNTS},
-            **recorder.stats(merged),
-            service_p50_us=service_stats["p50_us"], service_p99_us=service_stats["p99_us"],
-            server_cpu_pct=_mean(measured, "server_cpu_pct"),
-            server_rss_mb=_max(measured, "server_rss_mb"),
-            driver_cpu_pct=_mean(measured, "driver_cpu_pct"),
-            lag_p50_us=_mean(measured, "lag_p50_us"), lag_p99_us=_max(measured, "lag_p99_us"),
-            driver_bound=any(bool(r["driver_bound"]) for r in reps),
-            valid=bool(reps) and all(bool(r["valid"]) for r in reps),
-            note=" | ".join(notes)[:500],
-            hdr=merged.encode().decode() if measured else "",
-            hdr_service=service.encode().decode() if measured else "",
-            p50_ci_low=p50_lo, p50_ci_high=p50_hi, p99_ci_low=p99_lo, p99_ci_high=p99_hi,
-            unstable=bool(cv > UNSTABLE_CV) if not math.isnan(cv) else False,
-            p50_cv=round(cv, 4) if not math.isnan(cv) else float("nan"),
-            repeats=len(reps),
-        )
-        out.append(row)
+    for r in rows:
+        try:
+            v = float(r.get(key))
+        except (TypeError, ValueError):
+            continue
+        if np.isfinite(v):
+            out.append(v)
     return out
 
 
 def _mean(rows, key):
-    vals = [float(r[key]) for r in rows if r.get(key) is not None and not _nan(r[key])]
-    return round(float(np.mean(vals)), 1) if vals else float("nan")
+    v = _values(rows, key)
+    return round(float(np.mean(v)), 3) if v else float("nan")
 
 
 def _max(rows, key):
-    vals = [float(r[key]) for r in rows if r.get(key) is not None and not _nan(r[key])]
-    return round(float(np.max(vals)), 1) if vals else float("nan")
+    v = _values(rows, key)
+    return round(float(np.max(v)), 1) if v else float("nan")
 
 
-def _nan(x):
-    try:
-        return math.isnan(float(x))
-    except (TypeError, ValueError):
-        return True
+def _round(x, digits):
+    return round(x, digits) if np.isfinite(x) else float("nan")

@@ -1,98 +1,83 @@
-"""From one step's per-message arrays to HDR histograms, a summary row and sample rows.
+"""One step's per-message arrays → summary rows and sample rows (numbers from stats).
 
 Latency is taken from each message's intended send time (corrected, as wrk2 does) and service
 time from its actual send (uncorrected); both are kept. Warm-up rows are kept and tagged but
-never counted. Histograms are HdrHistogram at 1 µs resolution, 3 significant digits; the
-encoded histogram travels with the row so repeats merge losslessly.
+never counted. A message belongs to the measured window by its intended send time; the
+achieved rate counts ok replies *received* inside the window. Every unanswered message enters
+the latency histogram at the deadline (see bench/analysis/stats.py).
+
+The driver's share is measured on every row: ``send_lag`` (actual − intended send) and
+``recv_wait`` (how long a reply waited inside the driver process after its loop woke with it);
+``driver_share`` = (send lag p50 + recv wait p50) ÷ latency p50. A step is driver-bound when a
+lag's p99 exceeds max(50 µs, 25 % of the step's p99 latency) or the driver loop was busy more
+than 90 % of its time.
 """
+import io
+
 import numpy as np
 import pandas as pd
-from hdrh.histogram import HdrHistogram
+from hdrh.log import HistogramLogWriter
 
-from bench.driver.lean import OUTCOMES, OK, TIMEOUT, DISCONNECT
+from bench.analysis import stats
+from bench.plan.job import Outcome
 
-LOWEST_US, HIGHEST_US, DIGITS = 1, 120_000_000, 3
-PERCENTILES = {"p50_us": 50, "p90_us": 90, "p99_us": 99, "p999_us": 99.9, "p9999_us": 99.99}
+OK, TIMEOUT, DISCONNECT = int(Outcome.OK), int(Outcome.TIMEOUT), int(Outcome.DISCONNECT)
 SUMMARY_COLUMNS = [
     "variant", "scenario", "load_point", "repeat", "transport", "target_rate", "achieved_rate",
     "attempted", "ok", "errors", "timeouts", "p50_us", "p90_us", "p99_us", "p999_us",
     "p9999_us", "max_us", "mean_us", "server_cpu_pct", "server_rss_mb", "driver_cpu_pct",
     "driver_bound", "valid", "note", "hdr",
-    # additions (the schema allows new columns): uncorrected service time and schedule lag
+    # additions (the schema allows new columns, never renames)
     "service_p50_us", "service_p99_us", "lag_p50_us", "lag_p99_us", "connections",
-    "duration_s", "client", "hdr_service",
+    "duration_s", "client", "hdr_service", "sent_rate", "censored", "deadline_ms",
+    "send_lag_p50_us", "send_lag_p99_us", "recv_wait_p50_us", "recv_wait_p99_us",
+    "driver_share", "steal_pct", "load_avg", "foreign_cpu_pct", "noisy", "arrivals",
 ]
 SAMPLE_COLUMNS = ["variant", "scenario", "load_point", "repeat", "conn", "seq", "phase",
                   "intended_ns", "sent_ns", "received_ns", "latency_us", "service_us",
                   "outcome", "transport"]
-LAG_LIMIT_US = 1000.0
-LAG_SHARE = 0.1
-DRIVER_CPU_LIMIT = 90.0
+LAG_FLOOR_US, LAG_SHARE, BUSY_LIMIT = 50.0, 0.25, 90.0
+OUTCOME_LABELS = {int(o): o.label for o in Outcome}
 
 
-def new_histogram():
-    return HdrHistogram(LOWEST_US, HIGHEST_US, DIGITS)
+def window(step, t0):
+    start = t0 + int(step.warmup * 1e9)
+    return start, start + int(step.duration * 1e9)
 
 
-def histogram_of(values_us):
-    """HDR histogram of µs values (clamped into the trackable range)."""
-    h = new_histogram()
-    if len(values_us):
-        v = np.clip(np.rint(values_us).astype(np.int64), LOWEST_US, HIGHEST_US)
-        for value, count in zip(*np.unique(v, return_counts=True)):
-            h.record_value(int(value), int(count))
-    return h
-
-
-def decode(encoded):
-    return HdrHistogram.decode(encoded)
-
-
-def merge(encoded_list):
-    """One histogram from several encoded ones: the only honest way to aggregate percentiles."""
-    total = new_histogram()
-    for e in encoded_list:
-        if isinstance(e, str) and e:
-            total.add(decode(e.encode()))
-    return total
-
-
-def stats(h):
-    """Percentile columns of a histogram (empty when nothing was recorded)."""
-    if h.get_total_count() == 0:
-        return {k: float("nan") for k in [*PERCENTILES, "max_us", "mean_us"]}
-    out = {k: float(h.get_value_at_percentile(p)) for k, p in PERCENTILES.items()}
-    out["max_us"] = float(h.get_max_value())
-    out["mean_us"] = round(float(h.get_mean_value()), 1)
-    return out
-
-
-def measure_mask(arrays, t0, warmup, duration):
-    start = t0 + int(warmup * 1e9)
-    end = start + int(duration * 1e9)
+def measure_mask(arrays, step, t0):
+    start, end = window(step, t0)
     return (arrays["intended"] >= start) & (arrays["intended"] < end)
 
 
-def summarize(step, arrays, t0, transport, resources, client, open_loop, note=""):
+def latency_histogram(arrays, mask, deadline_us):
+    """Histogram of every message in ``mask``: answered at their latency, the rest censored."""
+    ok = mask & (arrays["outcome"] == OK)
+    latency = (arrays["received"][ok] - arrays["intended"][ok]) / 1000.0
+    return stats.histogram_of(latency, censored=int(mask.sum() - ok.sum()),
+                              deadline_us=deadline_us)
+
+
+def summarize(step, load, transport, resources, client, note=""):
     """Summary rows for a step's measured messages: one, or four for fanout."""
     if step.kind == "fanout":
-        return fanout_rows(step, arrays, t0, transport, resources, client, note)
-    row = summarize_messages(step, arrays, t0, transport, resources, client, open_loop, note)
+        return fanout_rows(step, load, transport, resources, client, note)
+    row = summarize_messages(step, load, transport, resources, client, note)
     if step.kind == "connect":
-        row.update(connect_columns(step, arrays, t0))
+        row.update(connect_columns(step, load.arrays, load.t0))
     return [dict(row, **step.extra)]
 
 
 def connect_columns(step, arrays, t0):
     """Per-stage times from the attempt's start (TCP, upgrade, Engine.IO open, Socket.IO
     connect) and failures counted by the stage that failed."""
-    measure = measure_mask(arrays, t0, step.warmup, step.duration)
+    measure = measure_mask(arrays, step, t0)
     ok = measure & (arrays["outcome"] == OK)
     sent = arrays["sent"][ok]
     out = {}
     for stage, stamp in (("tcp", arrays["tcp_ns"][ok]), ("upgrade", arrays["upgrade_ns"][ok]),
                          ("open", arrays["open_ns"][ok]), ("connect", arrays["received"][ok])):
-        st = stats(histogram_of((stamp - sent) / 1000.0))
+        st = stats.summary(stats.histogram_of((stamp - sent) / 1000.0))
         out[f"{stage}_p50_us"], out[f"{stage}_p99_us"] = st["p50_us"], st["p99_us"]
     failed = arrays["failed_stage"][measure]
     for code, stage in ((1, "tcp"), (2, "upgrade"), (3, "open"), (4, "connect")):
@@ -100,10 +85,13 @@ def connect_columns(step, arrays, t0):
     return out
 
 
-def fanout_rows(step, arrays, t0, transport, resources, client, note):
-    """first / median / last recipient per broadcast, and all deliveries, plus ``reach``."""
-    members = step.connections
-    measure = measure_mask(arrays, t0, step.warmup, step.duration)
+def fanout_rows(step, load, transport, resources, client, note):
+    """first / median / last recipient per broadcast, and all deliveries, plus ``reach``.
+    A recipient that missed a broadcast leaves it without a median or last: that broadcast
+    is censored at the deadline for those rows (it is counted, never dropped)."""
+    arrays, members = load.arrays, step.connections
+    deadline_us = step.deadline * 1e6
+    measure = measure_mask(arrays, step, load.t0)
     n_triggers = len(arrays["intended"]) // members
     shape = (n_triggers, members)
     latency = ((arrays["received"] - arrays["intended"]) / 1000.0).reshape(shape)
@@ -112,92 +100,108 @@ def fanout_rows(step, arrays, t0, transport, resources, client, note):
     lat = np.where(delivered, latency, np.nan)[in_window]
     full = delivered[in_window].all(axis=1)
     reach = float(delivered[in_window].mean()) if lat.size else float("nan")
-    base = summarize_messages(step, arrays, t0, transport, resources, client, True, note)
+    base = summarize_messages(step, load, transport, resources, client, note)
     triggers = int(in_window.sum())
     rows = []
-    for recipient, values in (("first", np.nanmin(lat, axis=1) if lat.size else lat),
-                              ("median", np.nanmedian(lat[full], axis=1) if full.any() else []),
-                              ("last", np.nanmax(lat[full], axis=1) if full.any() else []),
-                              ("all", lat[~np.isnan(lat)])):
+    any_ok = ~np.all(np.isnan(lat), axis=1) if lat.size else np.zeros(0, bool)
+    for recipient, values, answered in (
+            ("first", np.nanmin(lat[any_ok], axis=1) if any_ok.any() else [], any_ok),
+            ("median", np.nanmedian(lat[full], axis=1) if full.any() else [], full),
+            ("last", np.nanmax(lat[full], axis=1) if full.any() else [], full)):
         values = np.asarray(values, dtype=float)
-        values = values[~np.isnan(values)]
-        h = histogram_of(values)
-        row = dict(base, **stats(h), hdr=h.encode().decode(), recipient=recipient,
-                   reach=round(reach, 6), broadcasts=triggers)
-        if recipient != "all":
-            # one value per broadcast: counts are broadcasts, not deliveries
-            row.update(attempted=triggers, ok=len(values), errors=0,
-                       timeouts=triggers - len(values),
-                       achieved_rate=round(len(values) / step.duration, 1))
+        missing = triggers - int(np.sum(answered))
+        h = stats.histogram_of(values, censored=missing, deadline_us=deadline_us)
+        row = dict(base, **stats.summary(h, missing, deadline_us), hdr=stats.encode(h),
+                   recipient=recipient, reach=round(reach, 6), broadcasts=triggers,
+                   attempted=triggers, ok=len(values), errors=0, timeouts=missing,
+                   achieved_rate=round(len(values) / step.duration, 1))
         rows.append(row)
-    if reach < 0.999:
+    rows.append(dict(base, recipient="all", reach=round(reach, 6), broadcasts=triggers))
+    if not reach >= 0.999:
         for row in rows:
             row["valid"] = False
             row["note"] = "; ".join(filter(None, [row["note"], f"reach {100 * reach:.2f} %"]))
     return rows
 
 
-def summarize_messages(step, arrays, t0, transport, resources, client, open_loop, note=""):
+def summarize_messages(step, load, transport, resources, client, note=""):
     """One summary row for a step's measured messages."""
-    measure = measure_mask(arrays, t0, step.warmup, step.duration)
+    arrays, t0 = load.arrays, load.t0
+    start, end = window(step, t0)
+    deadline_us = step.deadline * 1e6
+    measure = measure_mask(arrays, step, t0)
     outcome = arrays["outcome"][measure]
     ok = outcome == OK
-    received = arrays["received"][measure][ok]
-    latency = (received - arrays["intended"][measure][ok]) / 1000.0
-    service = (received - arrays["sent"][measure][ok]) / 1000.0
+    intended = arrays["intended"][measure]
     sent = arrays["sent"][measure]
-    lag = (sent[sent > 0] - arrays["intended"][measure][sent > 0]) / 1000.0
-    h, hs = histogram_of(latency), histogram_of(service)
-    attempted = int(measure.sum())
-    n_ok = int(ok.sum())
+    received = arrays["received"][measure]
+    h = latency_histogram(arrays, measure, deadline_us)
+    hs = stats.histogram_of((received[ok] - sent[ok]) / 1000.0)
+    attempted, n_ok = int(measure.sum()), int(ok.sum())
+    censored_n = attempted - n_ok
     timeouts = int((outcome == TIMEOUT).sum())
     errors = attempted - n_ok - timeouts
-    achieved = n_ok / step.duration if step.duration else float("nan")
-    lag_p50 = float(np.percentile(lag, 50)) if open_loop and len(lag) else float("nan")
-    lag_p99 = float(np.percentile(lag, 99)) if open_loop and len(lag) else float("nan")
-    driver_cpu = resources.get("driver_cpu_pct", float("nan"))
-    reasons = []
-    driver_bound = False
-    latency_stats, service_stats = stats(h), stats(hs)
-    latency_p99 = latency_stats["p99_us"] if len(latency) else float("inf")
-    if open_loop and lag_p99 > LAG_LIMIT_US and lag_p99 > LAG_SHARE * latency_p99:
-        # The driver sent late by enough to matter: the latency is partly the driver's.
-        # (A saturated server that flushes its backlog in bursts also delays the driver's
-        # sends a little; lag under a tenth of the p99 latency cannot explain that p99.)
+    all_ok = arrays["outcome"] == OK
+    in_window = all_ok & (arrays["received"] >= start) & (arrays["received"] < end)
+    achieved = int(in_window.sum()) / step.duration
+    sent_in_window = (arrays["sent"] >= start) & (arrays["sent"] < end) & (arrays["sent"] > 0)
+    sent_rate = int(sent_in_window.sum()) / step.duration
+    lag_p50, lag_p99 = stats.quantiles((sent[sent > 0] - intended[sent > 0]) / 1000.0, [50, 99]) \
+        if step.open_loop else (0.0, 0.0)
+    wait = arrays["recv_wait"][measure][ok] / 1000.0 if "recv_wait" in arrays else []
+    wait_p50, wait_p99 = stats.quantiles(wait, [50, 99])
+    latency = stats.summary(h, censored_n, deadline_us)
+    service = stats.summary(hs)
+    busy = 100.0 * load.busy_share if load.busy_share is not None else \
+        resources.get("driver_cpu_pct", float("nan"))
+    reasons, driver_bound = [], False
+    p99 = latency["p99_us"] if np.isfinite(latency["p99_us"]) else stats.value_at(h, 99)
+    limit = max(LAG_FLOOR_US, LAG_SHARE * p99) if np.isfinite(p99) else LAG_FLOOR_US
+    for name, value in (("send lag", lag_p99), ("receive wait", wait_p99)):
+        if np.isfinite(value) and value > limit:
+            driver_bound = True
+            reasons.append(f"driver {name} p99 {value:.0f} us > {limit:.0f} us")
+    if busy > BUSY_LIMIT:
         driver_bound = True
-        reasons.append(f"driver schedule lag p99 {lag_p99:.0f} us > {LAG_LIMIT_US:.0f} us")
-    if driver_cpu > DRIVER_CPU_LIMIT:
-        driver_bound = True
-        reasons.append(f"driver CPU {driver_cpu:.0f} % > {DRIVER_CPU_LIMIT:.0f} %")
+        reasons.append(f"driver loop busy {busy:.0f} % > {BUSY_LIMIT:.0f} %")
     if not transport:
         reasons.append("no working transport")
     if attempted == 0:
         reasons.append("nothing measured")
     elif n_ok < 0.999 * attempted:
         reasons.append(f"only {100.0 * n_ok / attempted:.2f} % acked")
-    if open_loop and step.rate and achieved < 0.95 * step.rate:
+    if step.open_loop and step.rate and achieved < 0.95 * step.rate:
         reasons.append(f"achieved {achieved:.0f}/s < 95 % of {step.rate:g}/s")
     if timeouts:
-        reasons.append(f"{timeouts} timed out (no ack in {step.timeout:g} s)")
-    if int((outcome == DISCONNECT).sum()):
-        reasons.append(f"{int((outcome == DISCONNECT).sum())} lost to disconnects")
-    row = dict(
+        reasons.append(f"{timeouts} timed out (no reply within {step.deadline * 1000:g} ms)")
+    lost = int((outcome == DISCONNECT).sum())
+    if lost:
+        reasons.append(f"{lost} lost to disconnects")
+    p50 = latency["p50_us"]
+    share = (lag_p50 + wait_p50) / p50 if np.isfinite(p50) and p50 > 0 and \
+        np.isfinite(wait_p50) else float("nan")
+    return dict(
         variant=step.variant, scenario=step.scenario, load_point=step.load_point,
-        repeat=str(step.repeat), transport=transport,
-        target_rate=step.rate if open_loop else float("nan"),
-        achieved_rate=round(achieved, 1), attempted=attempted, ok=n_ok, errors=errors,
-        timeouts=timeouts, **latency_stats,
+        repeat=step.repeat, aggregate=False, transport=transport,
+        target_rate=step.rate if step.open_loop else float("nan"),
+        achieved_rate=round(achieved, 1), sent_rate=round(sent_rate, 1),
+        attempted=attempted, ok=n_ok, errors=errors, timeouts=timeouts, **latency,
         server_cpu_pct=resources.get("server_cpu_pct", float("nan")),
         server_rss_mb=resources.get("server_rss_mb", float("nan")),
-        driver_cpu_pct=driver_cpu, driver_bound=driver_bound,
+        driver_cpu_pct=round(busy, 1), driver_bound=driver_bound,
         valid=not reasons, note="; ".join(filter(None, [note, *reasons])),
-        hdr=h.encode().decode(),
-        service_p50_us=service_stats["p50_us"], service_p99_us=service_stats["p99_us"],
+        hdr=stats.encode(h), hdr_service=stats.encode(hs),
+        service_p50_us=service["p50_us"], service_p99_us=service["p99_us"],
+        send_lag_p50_us=round(lag_p50, 1), send_lag_p99_us=round(lag_p99, 1),
         lag_p50_us=round(lag_p50, 1), lag_p99_us=round(lag_p99, 1),
-        connections=step.connections, duration_s=step.duration, client=client,
-        hdr_service=hs.encode().decode(),
+        recv_wait_p50_us=round(wait_p50, 1), recv_wait_p99_us=round(wait_p99, 1),
+        driver_share=round(share, 3), connections=step.connections, duration_s=step.duration,
+        deadline_ms=step.deadline * 1000, client=client, arrivals=step.arrivals,
+        steal_pct=resources.get("steal_pct", float("nan")),
+        load_avg=resources.get("load_avg", float("nan")),
+        foreign_cpu_pct=resources.get("foreign_cpu_pct", float("nan")),
+        noisy=bool(resources.get("noisy", False)),
     )
-    return row
 
 
 def failed_row(step, transport, note, client=""):
@@ -205,18 +209,38 @@ def failed_row(step, transport, note, client=""):
     row = {c: float("nan") for c in SUMMARY_COLUMNS}
     row.update(step.extra)
     row.update(variant=step.variant, scenario=step.scenario, load_point=step.load_point,
-               repeat=str(step.repeat), transport=transport,
+               repeat=step.repeat, aggregate=False, transport=transport,
                target_rate=step.rate if step.rate else float("nan"),
                attempted=0, ok=0, errors=0, timeouts=0, driver_bound=False, valid=False,
-               note=note, hdr="", hdr_service="", connections=step.connections,
-               duration_s=step.duration, client=client)
+               note=note, hdr="", hdr_service="", censored="", connections=step.connections,
+               duration_s=step.duration, deadline_ms=step.deadline * 1000,
+               client=client or step.client, arrivals=step.arrivals, noisy=False)
     return row
+
+
+def interval_log(step, arrays, t0):
+    """The step's latencies as an HdrHistogram interval log (.hlog), one histogram per
+    second of intended send time, warm-up included (HdrHistogram's own tools read it)."""
+    out = io.StringIO()
+    writer = HistogramLogWriter(out)
+    writer.output_comment(f"{step.variant} {step.scenario} {step.load_point} "
+                          f"repeat {step.repeat}; values in us, timed-out at the deadline")
+    writer.output_legend()
+    deadline_us = step.deadline * 1e6
+    seconds = int(np.ceil(step.warmup + step.duration))
+    for s in range(seconds):
+        lo, hi = t0 + s * 1_000_000_000, t0 + (s + 1) * 1_000_000_000
+        mask = (arrays["intended"] >= lo) & (arrays["intended"] < hi)
+        h = latency_histogram(arrays, mask, deadline_us)
+        if h.get_total_count():
+            writer.output_interval_histogram(h, s, s + 1, max_value_unit_ratio=1000.0)
+    return out.getvalue()
 
 
 def sample_rows(step, arrays, t0, transport):
     """One row per message, warm-up included and tagged, in the design's schema."""
     n = len(arrays["intended"])
-    measure = measure_mask(arrays, t0, step.warmup, step.duration)
+    measure = measure_mask(arrays, step, t0)
     conn = arrays["conn"]
     order = np.lexsort((arrays["intended"], conn))
     seq = np.empty(n, dtype=np.int64)
@@ -235,9 +259,11 @@ def sample_rows(step, arrays, t0, transport):
         "intended_ns": arrays["intended"], "sent_ns": arrays["sent"],
         "received_ns": arrays["received"], "latency_us": np.round(latency, 1),
         "service_us": np.round(service, 1),
-        "outcome": pd.Series(arrays["outcome"]).map(OUTCOMES).to_numpy(),
-        "transport": transport,
+        "outcome": pd.Series(arrays["outcome"]).map(OUTCOME_LABELS).to_numpy(),
+        "transport": transport, "client": step.client,
     })
+    if "recv_wait" in arrays:
+        frame["recv_wait_us"] = np.round(arrays["recv_wait"] / 1000.0, 1)
     if step.kind == "connect":
         for stage in ("tcp", "upgrade", "open"):
             stamp = arrays[f"{stage}_ns"]

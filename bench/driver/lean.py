@@ -1,4 +1,4 @@
-"""Driver worker: a lean Socket.IO client (picows + uvloop) firing echo round trips.
+"""Driver worker: a lean Socket.IO client (picows) firing echo round trips.
 
 Runs as its own process (``python -m bench.driver.lean JOB.json``), pinned to the driver core, so
 it never shares an interpreter with the harness. Every message has an index ``k`` that is
@@ -7,11 +7,19 @@ preallocated and bounded: a load loop can never run past its count or its deadli
 
 Protocol with the parent: after connecting it prints ``ready``; it then reads the shared
 start time ``t0`` (monotonic ns, same clock in every process) from stdin, runs, writes an
-``.npz`` of per-message arrays and prints ``done``.
+``.npz`` of per-message arrays and prints ``done {"busy_ns": .., "total_ns": ..}``.
+
+The driver's own share of each latency is measured, and kept small where that is honest:
+``send lag`` (actual − intended send) and ``recv wait`` (reply timestamp − the moment the
+loop woke with it ready: time the reply queued behind other work in this process). A driver
+that owns its core alone busy-polls (``job.spin``): it never sleeps in the kernel while a send
+is due or a reply is outstanding, so neither includes an OS wake-up. Its CPU figure is the
+loop's busy time (not time spent polling for nothing), which the OS figure cannot tell apart.
 """
 import asyncio
 import json
 import os
+import selectors
 import signal
 import sys
 import time
@@ -19,10 +27,44 @@ import time
 import numpy as np
 
 from bench.driver import protocol
-OK, TIMEOUT, DISCONNECT, ERROR, UNSENT = 1, 2, 3, 4, 0
-OUTCOMES = {OK: "ok", TIMEOUT: "timeout", DISCONNECT: "disconnect", ERROR: "error", UNSENT: "error"}
+from bench.plan.job import Job, Outcome
+
+OK, TIMEOUT, DISCONNECT, ERROR, UNSENT = (int(o) for o in (
+    Outcome.OK, Outcome.TIMEOUT, Outcome.DISCONNECT, Outcome.ERROR, Outcome.UNSENT))
 
 mono = time.monotonic_ns
+SELECT_LIMIT = 900  # select() cannot watch descriptors above 1024: epoll beyond this
+
+
+class TimedSelector:
+    """The loop's selector, instrumented: when did the loop last wake with work, and how much
+    of the time was it busy (not inside select(), not spinning over an empty poll)."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.woke_ns = self.started_ns = mono()
+        self.idle_ns = 0
+        self.last_empty = False
+
+    def select(self, timeout=None):
+        entered = mono()
+        if self.last_empty and timeout == 0:
+            self.idle_ns += entered - self.woke_ns  # a spin turn that found nothing
+        events = self.inner.select(timeout)
+        self.woke_ns = mono()
+        self.idle_ns += self.woke_ns - entered
+        self.last_empty = not events
+        return events
+
+    def loop_stats(self):
+        total = mono() - self.started_ns
+        return {"busy_ns": max(0, total - self.idle_ns), "total_ns": total}
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+SELECTOR = None  # the running loop's TimedSelector (one loop per driver process)
 ACK_HEAD = 32  # "43" / "461-" plus an ack id of up to 20 digits fits
 
 
@@ -36,12 +78,15 @@ class Messages:
         self.sent = np.zeros(capacity, dtype=np.int64)
         self.received = np.zeros(capacity, dtype=np.int64)
         self.outcome = np.zeros(capacity, dtype=np.int8)
+        self.recv_wait = np.zeros(capacity, dtype=np.int64)
+        self.deadline_ns = 1 << 62
         self.used = 0
 
     def trimmed(self):
         n = self.used
         return dict(conn=self.conn[:n], intended=self.intended[:n], sent=self.sent[:n],
                     received=self.received[:n], outcome=self.outcome[:n],
+                    recv_wait=self.recv_wait[:n],
                     **{name: a[:n] for name, a in self.extras.items()})
 
 
@@ -117,7 +162,9 @@ def _listener_class():
             m = self.messages
             if k is not None and 0 <= k < m.used and m.outcome[k] == UNSENT:
                 m.received[k] = now
-                m.outcome[k] = OK
+                m.recv_wait[k] = now - SELECTOR.woke_ns if SELECTOR else 0
+                # past its deadline, a reply is a timeout (its time is kept in received)
+                m.outcome[k] = OK if now - m.intended[k] <= m.deadline_ns else TIMEOUT
                 self.outstanding -= 1
                 if self.on_ack is not None:
                     self.on_ack(self, now)
@@ -154,12 +201,13 @@ def _listener_class():
     return Connection
 
 
-async def connect(url, index, messages, timeout, stamps=None):
+async def connect(url, index, messages, timeout, stamps=None, source=None):
     """Open one WebSocket and complete the Engine.IO and Socket.IO handshakes.
 
     With ``stamps`` (a dict), record when TCP connected, the upgrade completed and the
     Engine.IO OPEN and Socket.IO CONNECT replies arrived (monotonic ns), and which stage
-    failed, for the connect scenario.
+    failed, for the connect scenario. ``source``: bind the client socket to this address
+    first (spreads clients over 127.0.0.x for hash-balancing proxies and port ranges).
     """
     import socket
 
@@ -179,6 +227,8 @@ async def connect(url, index, messages, timeout, stamps=None):
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
+            if source:
+                sock.bind((source, 0))
             await loop.sock_connect(sock, (parsed.host, parsed.port))
         except BaseException:
             sock.close()
@@ -209,19 +259,45 @@ def _send(conn, m, k, body, now):
     conn.send_message(k, body)
 
 
-def _bounded_capacity(job):
-    """Open loop: the whole schedule (an upper bound on this worker's slice); closed loop:
-    the job's message cap. Either way the arrays bound the loop."""
-    if job.get("rate"):
-        return int(job["rate"] * (job["warmup"] + job["duration"]) + 2)
-    return int(job["max_messages"])
+def url_for(job, i):
+    host, port = job.targets[i % len(job.targets)]
+    return protocol.ws_url(host, port)
 
 
-async def closed_loop(conns, m, body, t0, end_ns, capacity):
+def source_for(job, i):
+    return job.source_addresses[i % len(job.source_addresses)] if job.source_addresses else None
+
+
+async def connect_all(job, indices, m):
+    return await asyncio.gather(*(connect(url_for(job, i), i, m, job.deadline,
+                                          source=source_for(job, i)) for i in indices))
+
+
+async def wait_until(t_ns, spin):
+    """Sleep until ``t_ns``; spinning, keep polling the sockets (select(0)) instead of
+    sleeping in the kernel, so replies are stamped and sends leave without a wake-up."""
+    if spin:
+        while mono() < t_ns:
+            await asyncio.sleep(0)
+    else:
+        delay = (t_ns - mono()) / 1e9
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+
+async def wait_for_replies(pending, until_ns, spin):
+    """Wait while ``pending()`` holds, at most until ``until_ns``."""
+    while pending() and mono() < until_ns:
+        if spin:
+            await asyncio.sleep(0)
+        else:
+            await asyncio.sleep(min(0.005, max(0.0, (until_ns - mono()) / 1e9)))
+
+
+async def closed_loop(conns, m, body, t0, end_ns, capacity, spin):
     """One message in flight per connection: each ack triggers the next send at once."""
     finished = asyncio.get_running_loop().create_future()
-    n_conns = len(conns)
-    live = [n_conns]
+    live = [len(conns)]
 
     def retire(conn):
         conn.on_ack = conn.on_disconnect = None
@@ -241,16 +317,16 @@ async def closed_loop(conns, m, body, t0, end_ns, capacity):
 
     for conn in conns:
         conn.on_ack, conn.on_disconnect = next_message, retire
-    delay = (t0 - mono()) / 1e9
-    if delay > 0:
-        await asyncio.sleep(delay)
+    await wait_until(t0, spin)
     now = mono()
     for conn in conns:
         next_message(conn, now)
-    return finished
+    # A frozen server never acks: stop waiting at the window's end (settle() then turns the
+    # message in flight into a timeout).
+    await wait_for_replies(lambda: not finished.done(), end_ns + 1_000_000, spin)
 
 
-async def open_loop(conns, m, body, schedule):
+async def open_loop(conns, m, schedule, body, spin):
     """Send each message at its intended time (catching up at once when late, as wrk2 does)."""
     ks_conn, ks_time = schedule[0].tolist(), schedule[1].tolist()  # plain ints: cheaper per send
     n = len(ks_time)
@@ -271,56 +347,57 @@ async def open_loop(conns, m, body, schedule):
                 m.outcome[k] = ERROR
             i += 1
         if i < n:
-            delay = (ks_time[i] - mono()) / 1e9
-            if delay > 0:
-                await asyncio.sleep(delay)
+            await wait_until(ks_time[i], spin)
 
 
 def open_schedule(job, t0):
-    """This worker's slice of the global schedule: message j goes to connection j % C at
-    ``t0 + j / R``, so connections are staggered evenly and the total rate is exactly R."""
-    total_conns = job["total_conns"]
-    rate = job["rate"]
-    n_total = int(rate * (job["warmup"] + job["duration"]))
+    """This process's slice of the global schedule: message j goes to connection j % C at
+    its intended time, so the total rate is exactly R. Uniform: t0 + j / R (connections
+    staggered evenly). Poisson: exponential gaps of mean 1 / R from ``job.seed``, the same
+    in every driver process, so their slices interleave into one Poisson stream."""
+    total_conns, rate = job.total_conns, job.rate
+    n_total = int(rate * (job.warmup + job.duration))
     j = np.arange(n_total, dtype=np.int64)
-    mine = np.isin(j % total_conns, np.asarray(job["conns"], dtype=np.int64))
-    j = j[mine]
-    times = t0 + np.round(j * (1e9 / rate)).astype(np.int64)
-    return (j % total_conns).astype(np.int32), times
+    if job.arrivals == "poisson":
+        gaps = np.random.default_rng(job.seed).exponential(1e9 / rate, n_total)
+        offsets = np.cumsum(gaps) - gaps[0] if n_total else gaps
+    else:
+        offsets = j * (1e9 / rate)
+    mine = np.isin(j % total_conns, np.asarray(job.conns, dtype=np.int64))
+    keep = mine & (offsets < job.window_ns)
+    times = t0 + np.round(offsets[keep]).astype(np.int64)
+    return (j[keep] % total_conns).astype(np.int32), times
 
 
 async def run_job(job, t0_source, sink):
     """Connect, wait for t0, run the scenario's loop, settle outstanding acks, close.
     ``sink["m"]`` holds the arrays as soon as they exist, so an early exit can save them."""
-    kind = job.get("kind") or ("open" if job.get("rate") else "closed")
-    if kind == "fanout":
+    if job.kind == "fanout":
         return await run_fanout(job, t0_source, sink)
-    if kind == "connect":
+    if job.kind == "connect":
         return await run_connect(job, t0_source, sink)
-    m = sink["m"] = Messages(_bounded_capacity(job))
-    url = protocol.ws_url(job["host"], job["port"])
-    conns = await asyncio.gather(*(connect(url, i, m, job["timeout"]) for i in job["conns"]))
-    if job.get("binary"):
-        body = protocol.event_body("echo", protocol.PLACEHOLDER)
+    m = sink["m"] = Messages(job.max_messages)
+    m.deadline_ns = int(job.deadline * 1e9)
+    conns = await connect_all(job, job.conns, m)
+    if job.binary:
+        body = protocol.event_body(job.event, protocol.PLACEHOLDER)
         for c in conns:
-            c.binary = b"\xa5" * max(1, int(job["payload"]))
+            c.binary = b"\xa5" * max(1, int(job.payload))
     else:
-        body = protocol.event_body(job.get("event", "echo"), payload(job["payload"]))
+        body = protocol.event_body(job.event, payload(job.payload))
     blocker = None
-    if job.get("blockers") and 0 in job["conns"]:
-        blocker = await connect(url, -1, Messages(1), job["timeout"])
+    if job.blockers and 0 in job.conns:
+        blocker = await connect(url_for(job, 0), -1, Messages(1), job.deadline,
+                                source=source_for(job, 0))
     t0 = await t0_source()
-    end_ns = t0 + int((job["warmup"] + job["duration"]) * 1e9)
-    background = asyncio.ensure_future(block_calls(blocker, job["blockers"], t0, end_ns)) \
+    end_ns = t0 + job.window_ns
+    background = asyncio.ensure_future(block_calls(blocker, job.blockers, t0, end_ns)) \
         if blocker else None
-    if kind == "open":
-        await open_loop(conns, m, body, open_schedule(job, t0))
+    if job.kind == "open":
+        await open_loop(conns, m, open_schedule(job, t0), body, job.spin)
     else:
-        finished = await closed_loop(conns, m, body, t0, end_ns, m.conn.shape[0])
-        # A frozen server never acks: stop waiting at the window's end; settle() below then
-        # turns the message in flight into a timeout.
-        await asyncio.wait([finished], timeout=(end_ns - mono()) / 1e9 + 0.001)
-    await _settle_and_close(m, conns + ([blocker] if blocker else []), job["timeout"])
+        await closed_loop(conns, m, body, t0, end_ns, m.conn.shape[0], job.spin)
+    await _settle_and_close(m, conns + ([blocker] if blocker else []), job)
     if background:
         background.cancel()
     return m
@@ -340,10 +417,12 @@ async def block_calls(conn, spec, t0, end_ns):
         at += interval
 
 
-async def _settle_and_close(m, conns, timeout):
-    deadline = mono() + int(timeout * 1e9)
-    while any(c.outstanding > 0 and c.alive for c in conns) and mono() < deadline:
-        await asyncio.sleep(0.005)
+async def _settle_and_close(m, conns, job):
+    """Wait for outstanding replies until the last message's deadline, then count the rest."""
+    last_intended = int(m.intended[:m.used].max()) if m.used else mono()
+    until = max(mono(), last_intended + m.deadline_ns)
+    await wait_for_replies(lambda: any(c.outstanding > 0 and c.alive for c in conns), until,
+                           job.spin)
     settle(m, conns)
     for c in conns:
         c.close()
@@ -352,23 +431,23 @@ async def _settle_and_close(m, conns, timeout):
 
 async def run_fanout(job, t0_source, sink):
     """N members join one room; a sender triggers ``broadcast`` at ``rate``. Each delivery is
-    a message: index = trigger × members + member, intended = the trigger's intended time."""
-    members, rate = job["members"], job["rate"]
-    n_triggers = int(rate * (job["warmup"] + job["duration"]))
+    a message: index = trigger × members + member, intended = the trigger's intended time.
+    Members are spread over ``job.targets`` (a scale-out delivers through its queue)."""
+    members, rate = job.members, job.rate
+    n_triggers = int(rate * (job.warmup + job.duration))
     m = sink["m"] = Messages(n_triggers * members)
-    url = protocol.ws_url(job["host"], job["port"])
-    room = f"fan-{job['port']}"
+    m.deadline_ns = int(job.deadline * 1e9)
+    room = f"fan-{job.targets[0][1]}"
     sender_msgs = Messages(n_triggers + members + 1)
-    conns = await asyncio.gather(*(connect(url, i, sender_msgs, job["timeout"])
-                                   for i in range(members)))
-    sender = await connect(url, members, sender_msgs, job["timeout"])
-    for i, c in enumerate(conns):  # join, each acked, before the clock starts
+    conns = await connect_all(job, range(members), sender_msgs)
+    sender = await connect(url_for(job, members), members, sender_msgs, job.deadline,
+                           source=source_for(job, members))
+    for c in conns:  # join, each acked, before the clock starts
         k = sender_msgs.used
         sender_msgs.used += 1
         _send(c, sender_msgs, k, protocol.event_body("join", {"room": room}), mono())
-    deadline = mono() + int(job["timeout"] * 1e9)
-    while any(c.outstanding for c in conns) and mono() < deadline:
-        await asyncio.sleep(0.005)
+    await wait_for_replies(lambda: any(c.outstanding for c in conns),
+                           mono() + int(job.deadline * 1e9), False)
     if any(c.outstanding for c in conns):
         raise ConnectionError("members did not all join the room in time")
     m.used = n_triggers * members
@@ -379,26 +458,25 @@ async def run_fanout(job, t0_source, sink):
         if trigger is not None and 0 <= trigger < n_triggers:
             k = trigger * members + conn.index
             if m.outcome[k] == UNSENT:
-                m.received[k], m.outcome[k] = now, OK
+                m.received[k] = now
+                m.recv_wait[k] = now - SELECTOR.woke_ns if SELECTOR else 0
+                m.outcome[k] = OK if now - m.intended[k] <= m.deadline_ns else TIMEOUT
 
     for c in conns:
         c.on_event = delivered
-    pad = "x" * max(0, int(job["payload"]) - 40)
+    pad = "x" * max(0, int(job.payload) - 40)
     t0 = await t0_source()
     times = t0 + np.round(np.arange(n_triggers) * (1e9 / rate)).astype(np.int64)
     for trigger in range(n_triggers):
-        delay = (int(times[trigger]) - mono()) / 1e9
-        if delay > 0:
-            await asyncio.sleep(delay)
+        await wait_until(int(times[trigger]), job.spin)
         now = mono()
         span = slice(trigger * members, (trigger + 1) * members)
         m.intended[span], m.sent[span] = times[trigger], now
         if sender.alive:
             sender.send_text("42" + protocol.event_body(
                 "broadcast", {"room": room, "id": trigger, "p": pad}))
-    deadline = mono() + int(job["timeout"] * 1e9)
-    while mono() < deadline and np.any(m.outcome[:m.used] == UNSENT):
-        await asyncio.sleep(0.005)
+    until = (int(times[-1]) if n_triggers else mono()) + m.deadline_ns
+    await wait_for_replies(lambda: np.any(m.outcome[:m.used] == UNSENT), until, job.spin)
     alive = np.array([c.alive for c in conns])
     missing = m.outcome[:m.used] == UNSENT
     m.outcome[:m.used][missing] = np.where(alive[m.conn[:m.used][missing]], TIMEOUT, DISCONNECT)
@@ -411,10 +489,9 @@ async def run_fanout(job, t0_source, sink):
 async def run_connect(job, t0_source, sink):
     """New connections arriving at ``rate``: each attempt is a message whose stages (TCP,
     upgrade, Engine.IO open, Socket.IO connect) are stamped; it is closed once connected."""
-    rate = job["rate"]
-    n = int(rate * (job["warmup"] + job["duration"]))
+    rate = job.rate
+    n = int(rate * (job.warmup + job.duration))
     m = sink["m"] = Messages(n, extras=("tcp_ns", "upgrade_ns", "open_ns", "failed_stage"))
-    url = protocol.ws_url(job["host"], job["port"])
     t0 = await t0_source()
     times = t0 + np.round(np.arange(n) * (1e9 / rate)).astype(np.int64)
     stages = {"": 0, "tcp": 1, "upgrade": 2, "open": 3, "connect": 4}
@@ -424,7 +501,8 @@ async def run_connect(job, t0_source, sink):
         stamps = {}
         m.sent[k] = mono()
         try:
-            conn = await connect(url, k, Messages(1), job["timeout"], stamps)
+            conn = await connect(url_for(job, k), k, Messages(1), job.deadline, stamps,
+                                 source=source_for(job, k))
         except Exception:  # noqa: BLE001 - a failed attempt is a counted outcome
             m.outcome[k] = ERROR
             m.extras["failed_stage"][k] = stages[stamps.get("failed", "tcp")]
@@ -437,13 +515,11 @@ async def run_connect(job, t0_source, sink):
         conn.close()
 
     for k in range(n):
-        delay = (int(times[k]) - mono()) / 1e9
-        if delay > 0:
-            await asyncio.sleep(delay)
+        await wait_until(int(times[k]), False)
         m.used, m.conn[k], m.intended[k] = k + 1, k, times[k]
         tasks.append(asyncio.ensure_future(attempt(k)))
     if tasks:
-        await asyncio.wait(tasks, timeout=job["timeout"] * 2 + 1)
+        await asyncio.wait(tasks, timeout=job.deadline * 2 + 1)
     for t in tasks:
         t.cancel()
     m.outcome[:m.used][m.outcome[:m.used] == UNSENT] = TIMEOUT
@@ -488,12 +564,15 @@ def tighten_timer_slack():
         pass
 
 
-def run_loop(coro, kind):
-    if kind == "uvloop":
-        import uvloop
-        return uvloop.run(coro)
-    import selectors
-    loop = asyncio.SelectorEventLoop(selectors.SelectSelector())
+def run_loop(coro, connections=1, spin=False):
+    """Run ``coro`` on an instrumented asyncio loop. select() keeps µs timer precision
+    (epoll's timeouts round to 1 ms) but cannot watch more than 1024 descriptors; a
+    spinning loop never sleeps on a timer, so it takes epoll, as do many connections."""
+    global SELECTOR
+    inner = selectors.EpollSelector() if spin or connections > SELECT_LIMIT \
+        else selectors.SelectSelector()
+    SELECTOR = TimedSelector(inner)
+    loop = asyncio.SelectorEventLoop(SELECTOR)
     try:
         return loop.run_until_complete(coro)
     finally:
@@ -502,9 +581,9 @@ def run_loop(coro, kind):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    job = json.loads(open(argv[0]).read())
-    if job.get("cpus"):
-        os.sched_setaffinity(0, job["cpus"])
+    job = Job.load(argv[0])
+    if job.cpus:
+        os.sched_setaffinity(0, job.cpus)
     tighten_timer_slack()
     sink = {}
 
@@ -523,17 +602,17 @@ def main(argv=None):
         return await run_job(job, announce_then_read, sink)
 
     try:
-        m = run_loop(go(), job.get("loop", "select"))
+        m = run_loop(go(), len(job.conns) + job.members, job.spin)
     except BaseException:
         # Stopped early (SIGTERM, a crash): keep what was measured for the parent.
         if "m" in sink:
-            save(sink["m"], job["out"] + ".partial.npz")
+            save(sink["m"], job.out + ".partial.npz")
         if "signal" in sink:  # die of the signal, so the parent sees what happened
             signal.signal(sink["signal"], signal.SIG_DFL)
             os.kill(os.getpid(), sink["signal"])
         raise
-    save(m, job["out"])
-    print("done", flush=True)
+    save(m, job.out)
+    print("done " + json.dumps(SELECTOR.loop_stats()), flush=True)
 
 
 def save(m, path):

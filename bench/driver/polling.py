@@ -1,8 +1,10 @@
-"""Driver worker for variants that only serve long-polling: the stock python-socketio client.
+"""Driver worker on the stock python-socketio client, over polling or WebSocket.
 
-Used only where the WebSocket upgrade is refused. It adds its own ~0.3 ms per round trip (a
-thread per message), small beside polling round trips of several ms; rows driven by it say
-so in their note. Same job file and ready/t0/done protocol as ``bench.driver.lean``.
+It steps in where the WebSocket upgrade is refused, and it is the control for the client's
+own cost (``--client lean,python-socketio --transport websocket,polling``): the same server
+measured by both clients over the same transport separates client cost from transport cost.
+It adds ~0.3 ms per round trip (a thread per incoming message). Same job file and
+ready/t0/done protocol as ``bench.driver.lean``.
 """
 import json
 import os
@@ -13,38 +15,46 @@ import time
 import numpy as np
 import socketio
 
-from bench.driver.lean import ERROR, OK, Messages, TIMEOUT, DISCONNECT, UNSENT, open_schedule, payload
+from bench.driver.lean import (DISCONNECT, ERROR, OK, TIMEOUT, UNSENT, Messages, open_schedule,
+                               payload)
+from bench.plan.job import Job
 
 mono = time.monotonic_ns
 
 
+def record_ack(m, k, now):
+    """An ack counts only for a message that was sent and is still waiting; past its
+    deadline it is a timeout. (A stray or repeated ack id must not invent a reply.)"""
+    if 0 <= k < m.used and m.outcome[k] == UNSENT and m.sent[k] > 0:
+        m.received[k] = now
+        m.outcome[k] = OK if now - m.intended[k] <= m.deadline_ns else TIMEOUT
+
+
+def _client(job, i):
+    host, port = job.targets[i % len(job.targets)]
+    c = socketio.Client(reconnection=False)
+    c.connect(f"http://{host}:{port}", transports=[job.transport], wait_timeout=job.deadline)
+    return c
+
+
 def run_job(job, read_t0):
-    m = Messages(int(job["rate"] * (job["warmup"] + job["duration"]) + 2) if job.get("rate")
-                 else int(job["max_messages"]))
-    url = f"http://{job['host']}:{job['port']}"
-    clients = {}
-    for i in job["conns"]:
-        c = socketio.Client(reconnection=False)
-        c.connect(url, transports=["polling"], wait_timeout=job["timeout"])
-        clients[i] = c
-    data = payload(job["payload"])
-    blocker = None
-    if job.get("blockers") and 0 in job["conns"]:
-        blocker = socketio.Client(reconnection=False)
-        blocker.connect(url, transports=["polling"], wait_timeout=job["timeout"])
+    m = Messages(job.max_messages)
+    m.deadline_ns = int(job.deadline * 1e9)
+    clients = {i: _client(job, i) for i in job.conns}
+    data = payload(job.payload)
+    blocker = _client(job, 0) if job.blockers and 0 in job.conns else None
     print("ready", flush=True)
     t0 = read_t0()
-    end_ns = t0 + int((job["warmup"] + job["duration"]) * 1e9)
+    end_ns = t0 + job.window_ns
     if blocker:
-        threading.Thread(target=block_calls, args=(blocker, job["blockers"], t0, end_ns),
+        threading.Thread(target=block_calls, args=(blocker, job.blockers, t0, end_ns),
                          daemon=True).start()
     lock = threading.Lock()
 
     def acked(k, *args):
-        m.received[k] = mono()
-        m.outcome[k] = OK
+        record_ack(m, k, mono())
 
-    if job.get("rate"):
+    if job.rate:
         conn_of, times = open_schedule(job, t0)
         for i in range(len(times)):
             delay = (int(times[i]) - mono()) / 1e9
@@ -70,7 +80,7 @@ def run_job(job, read_t0):
                 now = mono()
                 m.conn[k], m.intended[k], m.sent[k] = i, now, now
                 try:
-                    c.call("echo", data, timeout=job["timeout"])
+                    c.call("echo", data, timeout=job.deadline)
                     acked(k)
                 except socketio.exceptions.TimeoutError:
                     m.outcome[k] = TIMEOUT
@@ -81,8 +91,8 @@ def run_job(job, read_t0):
         for t in threads:
             t.start()
         for t in threads:
-            t.join(job["warmup"] + job["duration"] + job["timeout"] + 1)
-    deadline = mono() + int(job["timeout"] * 1e9)
+            t.join(job.warmup + job.duration + job.deadline + 1)
+    deadline = mono() + m.deadline_ns
     n = m.used
     while mono() < deadline and np.any((m.outcome[:n] == UNSENT) & (m.sent[:n] > 0)):
         time.sleep(0.01)
@@ -112,9 +122,9 @@ def block_calls(client, spec, t0, end_ns):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    job = json.loads(open(argv[0]).read())
-    if job.get("cpus"):
-        os.sched_setaffinity(0, job["cpus"])
+    job = Job.load(argv[0])
+    if job.cpus:
+        os.sched_setaffinity(0, job.cpus)
 
     def read_t0():
         line = sys.stdin.readline()
@@ -123,10 +133,10 @@ def main(argv=None):
         return int(line)
 
     m = run_job(job, read_t0)
-    tmp = job["out"] + ".tmp.npz"
+    tmp = job.out + ".tmp.npz"
     np.savez(tmp, **m.trimmed())
-    os.replace(tmp, job["out"])
-    print("done", flush=True)
+    os.replace(tmp, job.out)
+    print("done " + json.dumps({"busy_ns": None, "total_ns": None}), flush=True)
     os._exit(0)  # client threads may linger on a dead server; the data is already saved
 
 

@@ -1,11 +1,17 @@
 """Reference echo server for calibration: picows + uvloop speaking just enough Engine.IO 4 /
 Socket.IO 5 to answer ``echo``. Not Flask, on purpose: it bounds what the driver can measure.
 
-``python -m bench.driver.refserver PORT`` serves on 127.0.0.1:PORT until SIGTERM.
+``python -m bench.driver.refserver PORT [SERVICE_US]`` serves on 127.0.0.1:PORT until
+SIGTERM. With SERVICE_US, every echo first burns that many µs of CPU, one at a time: a server
+whose true capacity is known (1 / service time), against which the harness's overload numbers
+are checked.
 """
 import asyncio
 import signal
 import sys
+import time
+
+SERVICE_NS = 0
 
 from picows import WSListener, WSMsgType, ws_create_server
 
@@ -24,6 +30,10 @@ class EchoSocketIO(WSListener):
             return
         data = frame.get_payload_as_bytes()
         if data.startswith(b"42"):
+            if SERVICE_NS:
+                until = time.perf_counter_ns() + SERVICE_NS
+                while time.perf_counter_ns() < until:
+                    pass
             # 42<id>["echo",ARG] -> 43<id>[ARG]
             bracket = data.index(b"[", 2)
             comma = data.index(b",", bracket)
@@ -47,4 +57,5 @@ async def serve(port):
 if __name__ == "__main__":
     import uvloop
 
+    SERVICE_NS = int(float(sys.argv[2]) * 1000) if len(sys.argv) > 2 else 0
     uvloop.run(serve(int(sys.argv[1])))

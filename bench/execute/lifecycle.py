@@ -65,12 +65,6 @@ def _read_from(path, offset=0, limit=16384):
         return ""
 
 
-def tail(path, lines=8, limit=2000, offset=0):
-    """Last lines of a log file (written after ``offset``), for failure notes."""
-    text = _read_from(path, offset)
-    return "\n".join(text.strip().splitlines()[-lines:])[-limit:]
-
-
 def stderr_note(path, offset=0, lines=3, limit=400):
     """One line for a failure note: the last error line the process wrote (a Python
     exception's ``TypeError: ...``), else its last few lines, joined with `` | ``."""

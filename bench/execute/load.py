@@ -15,17 +15,28 @@ import select
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
 from bench.execute import lifecycle
+
 WORKER_MODULES = {"lean": "bench.driver.lean", "python-socketio": "bench.driver.polling"}
+
+
+@dataclass(frozen=True)
+class Load:
+    """What the driver processes measured: merged per-message arrays, the shared start time,
+    and the busiest process's loop figures (busy share of its core, or None)."""
+    arrays: dict
+    t0: int
+    busy_share: float | None
 
 
 class DriverError(Exception):
     """A driver worker failed; the message carries its stderr's error line.
 
-    ``partial``: merged arrays saved before the failure (or None); ``t0``: the start time
+    ``partial``: a :class:`Load` of what was saved before the failure (or None); ``t0``: the start time
     the workers were given (or None when they never started)."""
 
     def __init__(self, message, partial=None, t0=None):
@@ -79,33 +90,28 @@ def _merge(paths):
     return {k: v[order] for k, v in merged.items()}
 
 
-def run_load(job, workdir, workers=1, cpus=None, client="lean", on_start=None):
-    """Run ``job`` split over ``workers`` processes; return merged arrays and ``t0``.
+def run_load(job, workdir, workers=1, client="lean", on_start=None):
+    """Run ``job`` split over ``workers`` processes; return a :class:`Load`.
 
     ``on_start(pids, t0)`` is called once all workers are connected (resource sampling hooks
     in there). Every worker is killed in ``finally`` whatever happens.
     """
-    conns = list(range(job["connections"]))
     procs, outs = [], []
     log_path = os.path.join(workdir, "driver.log")
     offset = os.path.getsize(log_path) if os.path.exists(log_path) else 0
-    wall_budget = job["warmup"] + job["duration"] + job["timeout"] * 2 + 30
+    wall_budget = job.warmup + job.duration + job.deadline * 2 + 30
+    cpus = list(job.cpus) or None
     t0 = None
     try:
-        for w in range(workers):
-            mine = conns[w::workers]
-            if not mine:
-                continue
+        for w in range(min(workers, job.connections)):
             out = os.path.join(workdir, f"driver-{w}.npz")
-            wjob = dict(job, conns=mine, total_conns=len(conns), out=out, cpus=cpus)
             job_path = os.path.join(workdir, f"driver-{w}.json")
-            with open(job_path, "w") as f:
-                json.dump(wjob, f)
+            job.share(w, workers, out).dump(job_path)
             argv = [sys.executable, "-m", WORKER_MODULES[client], job_path]
             outs.append(out)
             procs.append(lifecycle.spawn(argv, log_path, cpus=cpus, stdin=subprocess.PIPE,
                                          stdout=subprocess.PIPE))
-        connect_deadline = time.monotonic() + job["timeout"] + 15
+        connect_deadline = time.monotonic() + job.deadline + 15
         for p in procs:
             line = _readline(p, connect_deadline, log_path, offset, "while connecting")
             if line != "ready":
@@ -118,22 +124,28 @@ def run_load(job, workdir, workers=1, cpus=None, client="lean", on_start=None):
             p.stdin.write(f"{t0}\n".encode())
             p.stdin.flush()
         end = time.monotonic() + wall_budget
+        shares = []
         for p in procs:
             line = _readline(p, end, log_path, offset, "while measuring")
-            if line != "done":
+            word, _, stats = line.partition(" ")
+            if word != "done":
                 raise DriverError(f"driver said {line[:80]!r} instead of done: "
                                   f"{lifecycle.stderr_note(log_path, offset)}")
+            loop = json.loads(stats or "{}")
+            if loop.get("busy_ns") is not None and loop.get("total_ns"):
+                shares.append(loop["busy_ns"] / loop["total_ns"])
         arrays = _merge(outs)
         if arrays is None:
             raise DriverError("driver said done but saved no results")
-        return arrays, t0
+        return Load(arrays, t0, max(shares) if shares else None)
     except DriverError as exc:
         if t0 is not None and exc.partial is None:
             for p in procs:  # stop them before reading what they saved
                 lifecycle.kill_group(p, grace=1.0)
-            exc.partial = _merge([o for o in outs if os.path.exists(o)] +
-                                 [o + ".partial.npz" for o in outs
-                                  if os.path.exists(o + ".partial.npz")])
+            merged = _merge([o for o in outs if os.path.exists(o)] +
+                            [o + ".partial.npz" for o in outs
+                             if os.path.exists(o + ".partial.npz")])
+            exc.partial = Load(merged, t0, None) if merged is not None else None
             exc.t0 = t0
         raise
     except (BrokenPipeError, ConnectionResetError) as exc:

@@ -1,13 +1,28 @@
-"""Once-a-second CPU and RSS of the server's process tree and the driver processes (psutil).
+"""Once-a-second CPU and RSS of the server's process tree and the driver processes (psutil),
+and the machine's noise: CPU steal time, load average, CPU used by foreign processes.
 
 Besides the 1 Hz rows for resources.csv, the sampler takes exact snapshots at the measure
 window's start and end, so a step's CPU % is cumulative CPU time over the window, not an
-average of coarse samples.
+average of coarse samples. A step is ``noisy`` when the hypervisor stole more than
+``NOISY_STEAL_PCT`` % of the CPU time or processes other than ours used more than
+``NOISY_FOREIGN_PCT`` % of a core during the window: these machines are shared VMs.
 """
+import os
 import threading
 import time
 
 import psutil
+
+NOISY_STEAL_PCT, NOISY_FOREIGN_PCT = 2.0, 25.0
+
+
+def _system():
+    """(busy CPU seconds over all cores, steal seconds, all CPU seconds, 1-min load avg)."""
+    t = psutil.cpu_times()
+    steal = getattr(t, "steal", 0.0)
+    total = sum(t)
+    idle = t.idle + getattr(t, "iowait", 0.0)
+    return total - idle - steal, steal, total, os.getloadavg()[0]
 
 
 def _tree(pid):
@@ -74,7 +89,9 @@ class Sampler:
 
     def _snapshot(self):
         with self._lock:
-            return {role: _usage(procs) for role, procs in self.roles.items()}
+            snap = {role: _usage(procs) for role, procs in self.roles.items()}
+        snap["_system"] = _system()
+        return snap
 
     def _run(self):
         next_tick = time.monotonic()
@@ -95,6 +112,16 @@ class Sampler:
 
     def _sample(self):
         t = round(time.time() - self.run_start, 3)
+        busy, steal, total, load = _system()
+        last, self._last_system = getattr(self, "_last_system", None), (busy, steal, total)
+        if last and total > last[2]:
+            d_total = total - last[2]
+            self.rows.append(dict(t=t, variant=self.variant, role="system", pid=0,
+                                  cpu_pct=round(100.0 * (busy - last[0]) / d_total *
+                                                psutil.cpu_count(), 1),
+                                  rss_mb=float("nan"),
+                                  steal_pct=round(100.0 * (steal - last[1]) / d_total, 2),
+                                  load_avg=round(load, 2)))
         with self._lock:
             roles = dict(self.roles)
         for role, procs in roles.items():
@@ -114,7 +141,18 @@ class Sampler:
             return {}
         (t_a, a), (t_b, b) = self.snapshots[start], self.snapshots[end]
         out = {}
+        if t_b > t_a and "_system" in a and "_system" in b:
+            (busy_a, steal_a, total_a, _), (busy_b, steal_b, total_b, load) = a["_system"], \
+                b["_system"]
+            ours = sum(b[r][0] - a[r][0] for r in b if r in a and not r.startswith("_"))
+            steal = 100.0 * (steal_b - steal_a) / max(total_b - total_a, 1e-9)
+            foreign = 100.0 * ((busy_b - busy_a) - ours) / (t_b - t_a)
+            out.update(steal_pct=round(steal, 2), load_avg=round(load, 2),
+                       foreign_cpu_pct=round(max(foreign, 0.0), 1),
+                       noisy=bool(steal > NOISY_STEAL_PCT or foreign > NOISY_FOREIGN_PCT))
         for role in b:
+            if role.startswith("_"):
+                continue
             if role in a and t_b > t_a:
                 out[f"{role}_cpu_pct"] = round(100.0 * (b[role][0] - a[role][0]) / (t_b - t_a), 1)
                 out[f"{role}_rss_mb"] = round(max(a[role][1], b[role][1]), 1)

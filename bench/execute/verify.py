@@ -17,7 +17,6 @@ PROBE = {"verify": "round trip", "n": 42}
 @dataclass(frozen=True)
 class Verdict:
     transport: str  # "websocket", "polling" or "" (nothing works)
-    round_trip_us: float
     note: str  # why websocket was refused / why nothing works
 
 
@@ -102,17 +101,23 @@ def _bounded(fn, args, limit):
     return box["value"]
 
 
-def verify(host, port, timeout=5.0):
-    """One echo over WebSocket, else over polling; never raises for a server's failure."""
+def verify(host, port, timeout=5.0, transport=None):
+    """One echo over WebSocket, else over polling (or only over ``transport`` when one is
+    forced); never raises for a server's failure."""
+    ws_note = ""
+    if transport in (None, "websocket"):
+        try:
+            run_loop(_websocket(host, port, timeout))
+            return Verdict("websocket", "")
+        except Exception as exc:  # noqa: BLE001 - every failure mode becomes a recorded note
+            ws_note = _websocket_refusal(exc)
+        if transport == "websocket":
+            return Verdict("", ws_note)
     try:
-        us = run_loop(_websocket(host, port, timeout), "select")
-        return Verdict("websocket", us, "")
-    except Exception as exc:  # noqa: BLE001 - every failure mode becomes a recorded note
-        ws_note = _websocket_refusal(exc)
-    try:
-        us = _bounded(_polling, (host, port, timeout), timeout + 1)
-        return Verdict("polling", us, ws_note)
+        _bounded(_polling, (host, port, timeout), timeout + 1)
+        return Verdict("polling", ws_note)
     except Exception as exc:  # noqa: BLE001
         why = str(exc).strip() or ("no reply within " f"{timeout:g} s"
                                    if isinstance(exc, TimeoutError) else "")
-        return Verdict("", 0.0, f"{ws_note}; polling failed: {type(exc).__name__}: {why[:160]}")
+        return Verdict("", "; ".join(filter(None, [
+            ws_note, f"polling failed: {type(exc).__name__}: {why[:160]}"])))

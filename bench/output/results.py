@@ -15,7 +15,7 @@ from importlib import metadata
 
 import pandas as pd
 
-from bench import SCHEMA_VERSION, __version__
+
 from bench.errors import UsageError
 from bench import ROOT
 
@@ -126,13 +126,23 @@ def write_meta(run_dir, meta):
 
 
 def write_summary(run_dir, rows, columns):
+    """summary.csv: repeats are ints in code; an aggregate row is written with repeat "all"."""
     frame = pd.DataFrame(rows)
+    if "aggregate" in frame:
+        frame["repeat"] = [("all" if a is True else r) for a, r in
+                           zip(frame.pop("aggregate"), frame["repeat"])]
     ordered = columns + [c for c in frame.columns if c not in columns]
     atomic_csv(frame.reindex(columns=ordered), os.path.join(run_dir, "summary.csv"))
 
 
 def write_part(run_dir, index, frame):
     atomic_csv(frame, os.path.join(run_dir, ".parts", f"samples-{index}.csv.gz"))
+
+
+def write_hlog(run_dir, name, text):
+    """One step's HdrHistogram interval log under hlog/."""
+    os.makedirs(os.path.join(run_dir, "hlog"), exist_ok=True)
+    atomic_write(os.path.join(run_dir, "hlog", f"{name}.hlog"), text)
 
 
 def join_parts(run_dir):

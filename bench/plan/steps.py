@@ -1,4 +1,4 @@
-"""A plan: variants × scenarios × load points × repeats, in a shuffled, seeded order.
+"""A plan: variants × scenarios × load points × clients/transports × repeats, shuffled, seeded.
 
 Shuffling spreads slow drifts of a shared machine (thermal, neighbours) across variants
 instead of letting them land on whichever variant runs last; the seed makes it reproducible.
@@ -6,22 +6,20 @@ A sweep is one step per (variant, repeat) whose rates are walked in order until 
 breaks, since the next rate only makes sense if the previous one held.
 """
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from bench.errors import UsageError
+from bench.plan.scenarios import SCENARIOS, sweep_rates
 
-SCENARIOS = ("echo", "rate", "sweep", "fanout", "connect", "payload", "blocking")
-DEFAULTS = dict(rate=400.0, connections=None, duration=2.0, warmup=1.0, repeats=3,
-                payload=64, timeout=5.0, seed=1, slo_p99_ms=50.0, slo_ok=0.999,
+DEFAULTS = dict(rate=400.0, connections=None, duration=2.5, warmup=1.0, repeats=3,
+                payload=64, deadline_ms=5000.0, seed=1, slo_p99_ms=50.0, slo_ok=0.999,
                 slo_achieved=0.95, sweep_start=100.0, sweep_factor=2.0, sweep_max=25600.0,
-                fanout_rate=20.0, connect_rate=20.0, block_ms=50.0, block_rate=2.0)
+                sweep_step_max=20.0, fanout_rate=20.0, connect_rate=20.0, block_ms=50.0,
+                block_rate=2.0, arrivals="uniform", client="lean", transport=None)
 QUICK = dict(duration=1.0, warmup=0.5, repeats=1)
-QUICK_SWEEP_STEPS = 4
-ECHO_CONNECTIONS, RATE_CONNECTIONS, FANOUT_MEMBERS = 1, 10, 50
 MAX_MESSAGES = 5_000_000
-PAYLOADS = [("64 B", 64, False), ("1 KiB", 1024, False), ("16 KiB", 16384, False),
-            ("64 KiB", 65536, False), ("16 KiB binary", 16384, True)]
-MIXES = ["echo-only", "sleep-blockers", "cpu-blockers"]
+SLO_QUANTILE = 99.0     # the sweep's SLO percentile: a step needs 10 / (1 − 0.99) samples
+CLIENTS, TRANSPORTS = ("lean", "python-socketio"), ("websocket", "polling")
 
 
 @dataclass(frozen=True)
@@ -36,62 +34,53 @@ class Step:
     warmup: float
     duration: float
     payload: int
-    timeout: float
-    kind: str = "open"  # closed | open | fanout | connect
+    deadline: float
     binary: bool = False
     blockers: dict | None = None
     sweep_rates: tuple = ()
+    client: str = "lean"
+    transport: str | None = None        # forced transport; None: WebSocket, else what works
+    arrivals: str = "uniform"
+    seed: int = 1
     extra: dict = field(default_factory=dict)  # scenario columns (mix, ...)
 
     @property
+    def kind(self):
+        return SCENARIOS[self.scenario].kind
+
+    @property
     def open_loop(self):
-        return self.kind != "closed"
+        return SCENARIOS[self.scenario].open_loop
+
+    def at_rate(self, rate, o):
+        """A sweep's step at ``rate``, long enough to hold the samples its SLO percentile
+        needs (bounded by ``--sweep-step-max``)."""
+        needed = (10.0 / (1.0 - SLO_QUANTILE / 100.0)) / rate
+        duration = max(self.duration, min(needed * 1.05, o["sweep_step_max"]))
+        return replace(self, rate=rate, load_point=f"{rate:g} msg/s", sweep_rates=(),
+                       duration=round(duration, 3), extra=dict(self.extra))
 
 
-def sweep_rates(o):
-    rates, r = [], o["sweep_start"]
-    while r <= o["sweep_max"] + 1e-9:
-        rates.append(round(r, 3))
-        r *= o["sweep_factor"]
-    return tuple(rates[:QUICK_SWEEP_STEPS] if o.get("quick") else rates)
+def parse_list(name, text, allowed):
+    items = [t.strip() for t in str(text).split(",") if t.strip()]
+    bad = [t for t in items if t not in allowed]
+    if bad or not items:
+        raise UsageError(f"--{name} takes a comma-separated list of {', '.join(allowed)}; "
+                         f"got {text!r}")
+    return list(dict.fromkeys(items))
 
 
-def steps_for(scenario, variant, repeat, o):
-    base = dict(variant=variant, scenario=scenario, repeat=repeat)
-    conns = o["connections"]
-    if scenario == "echo":
-        c = conns or ECHO_CONNECTIONS
-        return [dict(base, load_point=f"{c} conn closed loop", rate=None, connections=c,
-                     kind="closed")]
-    if scenario == "rate":
-        return [dict(base, load_point=f"{o['rate']:g} msg/s", rate=float(o["rate"]),
-                     connections=conns or RATE_CONNECTIONS)]
-    if scenario == "sweep":
-        rates = sweep_rates(o)
-        return [dict(base, load_point=f"{rates[0]:g} msg/s", rate=rates[0],
-                     connections=conns or RATE_CONNECTIONS, sweep_rates=rates)]
-    if scenario == "payload":
-        return [dict(base, load_point=name, rate=float(o["rate"]),
-                     connections=conns or RATE_CONNECTIONS, payload=size, binary=binary,
-                     extra={"payload_bytes": size, "binary": binary})
-                for name, size, binary in PAYLOADS]
-    if scenario == "blocking":
-        out = []
-        for mix in MIXES:
-            blockers = None if mix == "echo-only" else dict(
-                kind=mix.split("-")[0], ms=o["block_ms"], rate=o["block_rate"])
-            out.append(dict(base, load_point=mix, rate=float(o["rate"]),
-                            connections=conns or RATE_CONNECTIONS, blockers=blockers,
-                            extra={"mix": mix}))
-        return out
-    if scenario == "fanout":
-        members = conns or FANOUT_MEMBERS
-        return [dict(base, load_point=f"{members} members, {o['fanout_rate']:g} broadcasts/s",
-                     rate=float(o["fanout_rate"]), connections=members, kind="fanout")]
-    if scenario == "connect":
-        return [dict(base, load_point=f"{o['connect_rate']:g} connects/s",
-                     rate=float(o["connect_rate"]), connections=1, kind="connect")]
-    raise UsageError(f"unknown scenario {scenario!r} (known: {', '.join(SCENARIOS)})")
+def client_transports(o):
+    """(client, transport) pairs measured side by side; transport None = automatic."""
+    clients = parse_list("client", o["client"], CLIENTS)
+    if o["transport"] is None:
+        return [(c, None) for c in clients]
+    transports = parse_list("transport", o["transport"], TRANSPORTS)
+    pairs = [(c, t) for c in clients for t in transports if not (c == "lean" and t == "polling")]
+    if not pairs:
+        raise UsageError("the lean client speaks WebSocket only; add --client python-socketio "
+                         "to measure polling")
+    return pairs
 
 
 def validate(o):
@@ -101,6 +90,7 @@ def validate(o):
         ("warmup", 0 <= o["warmup"] <= 600, "must be in [0, 600] seconds"),
         ("repeats", 1 <= o["repeats"] <= 100, "must be in [1, 100]"),
         ("payload", 8 <= o["payload"] <= 1_000_000, "must be in [8, 1000000] bytes"),
+        ("deadline_ms", 1 <= o["deadline_ms"] <= 120_000, "must be in [1, 120000] ms"),
         ("seed", 0 <= o["seed"] < 2 ** 32, "must be in [0, 2^32)"),
         ("slo_p99_ms", 0 < o["slo_p99_ms"] <= 60_000, "must be in (0, 60000] ms"),
         ("slo_ok", 0 < o["slo_ok"] <= 1, "must be in (0, 1]"),
@@ -108,6 +98,7 @@ def validate(o):
         ("sweep_start", 0 < o["sweep_start"] <= o["sweep_max"], "must be in (0, --sweep-max]"),
         ("sweep_factor", 1.05 <= o["sweep_factor"] <= 10, "must be in [1.05, 10]"),
         ("sweep_max", o["sweep_max"] <= 200_000, "must be at most 200000 msg/s"),
+        ("sweep_step_max", 0 < o["sweep_step_max"] <= 600, "must be in (0, 600] seconds"),
         ("fanout_rate", 0 < o["fanout_rate"] <= 1000, "must be in (0, 1000] per second"),
         ("connect_rate", 0 < o["connect_rate"] <= 1000, "must be in (0, 1000] per second"),
         ("block_ms", 0 < o["block_ms"] <= 10_000, "must be in (0, 10000] ms"),
@@ -118,24 +109,61 @@ def validate(o):
             raise UsageError(f"--{name.replace('_', '-')} {rule}, got {o[name]:g}")
     if o["connections"] is not None and not 1 <= o["connections"] <= 900:
         raise UsageError(f"--connections must be in [1, 900], got {o['connections']}")
+    if o["arrivals"] not in ("uniform", "poisson"):
+        raise UsageError(f"--arrivals must be uniform or poisson, got {o['arrivals']!r}")
     if max(o["rate"], o["sweep_max"]) * (o["duration"] + o["warmup"]) > MAX_MESSAGES:
         raise UsageError(f"rate × (duration + warmup) exceeds {MAX_MESSAGES} messages per "
                          "step; shorten the step or lower the rate")
 
 
-def build(variants, scenarios, options):
-    """Every step of the plan, shuffled with ``options['seed']``."""
+def options_with_defaults(options):
     o = dict(DEFAULTS, **{k: v for k, v in options.items() if v is not None})
     if options.get("quick"):
         o.update({k: v for k, v in QUICK.items() if options.get(k) is None})
     validate(o)
+    return o
+
+
+def build(variants, scenarios, options):
+    """Every step of the plan, shuffled with ``options['seed']``."""
+    o = options_with_defaults(options)
+    unknown = [s for s in scenarios if s not in SCENARIOS]
+    if unknown:
+        raise UsageError(f"unknown scenario {unknown[0]!r} (known: {', '.join(SCENARIOS)})")
+    pairs = client_transports(o)
     raw = []
     for repeat in range(1, o["repeats"] + 1):
         for variant in variants:
-            for scenario in dict.fromkeys(scenarios):
-                raw.extend(steps_for(scenario, variant, repeat, o))
+            for name in dict.fromkeys(scenarios):
+                scenario = SCENARIOS[name]
+                points = scenario.points(o)
+                if scenario.searched:  # walked by the sweep search from its first rate
+                    points = points[:1]
+                for client, transport in pairs:
+                    for p in points:
+                        raw.append(dict(
+                            variant=variant, scenario=name, repeat=repeat,
+                            load_point=p.load_point, rate=p.rate, connections=p.connections,
+                            payload=p.payload or o["payload"], binary=p.binary,
+                            blockers=p.blockers, extra=dict(p.extra), client=client,
+                            transport=transport,
+                            sweep_rates=sweep_rates(o) if scenario.searched else ()))
     random.Random(o["seed"]).shuffle(raw)
-    steps = [Step(index=i, **dict(dict(warmup=o["warmup"], duration=o["duration"],
-                                       payload=o["payload"], timeout=o["timeout"]), **r))
+    steps = [Step(index=i, warmup=o["warmup"], duration=o["duration"],
+                  deadline=o["deadline_ms"] / 1000.0, arrivals=o["arrivals"],
+                  seed=o["seed"] + i, **r)
              for i, r in enumerate(raw)]
     return steps, o
+
+
+def estimate_seconds(steps, o, overhead_s=2.5):
+    """Rough wall time of a plan: each step's warm-up + window + lifecycle overhead; a sweep
+    counts every rate it may walk (an upper bound: it stops at the first break)."""
+    total = 0.0
+    for s in steps:
+        if s.sweep_rates:
+            total += sum(s.at_rate(r, o).duration + s.warmup + overhead_s
+                         for r in s.sweep_rates)
+        else:
+            total += s.warmup + s.duration + overhead_s
+    return total

@@ -1,0 +1,120 @@
+"""One step, start to end: serve → verify the transport → drive the load → rows.
+
+A failed variant (unavailable, not ready, no transport, driver error) is a recorded row, and
+the run goes on. The server is stopped in the lifecycle's ``finally`` whatever happens.
+"""
+import os
+from dataclasses import dataclass, replace
+
+from bench.analysis import recorder
+from bench.execute import lifecycle
+from bench.execute.load import DriverError, run_load
+from bench.execute.resources import Sampler
+from bench.execute.verify import verify
+from bench.output import results
+from bench.plan.job import for_step
+
+
+@dataclass(frozen=True)
+class Target:
+    """A server the harness did not spawn (``--target``): no pid to sample, nothing to stop."""
+    host: str
+    port: int
+    pid: None = None
+
+    def status(self):
+        return ""
+
+
+def cpu_layout(pin):
+    """(server cpus, driver cpus): separate cores when pinning and ≥ 2 cores, else None."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if not pin or len(cpus) < 2:
+        return None, None
+    return [cpus[0]], cpus[1:]
+
+
+class StepRunner:
+    """Runs steps against variants of ``registry`` (or ``target``) into ``folder``."""
+
+    def __init__(self, registry, folder, options, run_start, app=None, target=None):
+        self.registry, self.folder, self.options = registry, folder, options
+        self.app, self.target, self.run_start = app, target, run_start
+        self.server_cpus, self.driver_cpus = cpu_layout(options.get("pin", True))
+
+    def run(self, step, part=0):
+        """The step's summary rows (failures are rows too) and its resource rows."""
+        if self.target:
+            server = Target(*self.target)
+            return self.verified(step, server, None, 0, part)
+        variant = self.registry.variants[step.variant]
+        reason = variant.unavailable_reason()
+        if reason:
+            return [recorder.failed_row(step, "", f"unavailable: {reason}")], []
+        log_path = os.path.join(self.folder.run_dir, "logs", f"{step.variant}.log")
+        with open(log_path, "a") as log:
+            log.write(f"\n=== step {step.index}: {step.scenario} {step.load_point} "
+                      f"repeat {step.repeat} ({results.utc_now().isoformat()})\n")
+        offset = os.path.getsize(log_path)
+        try:
+            with lifecycle.serving(lambda port: variant.argv(port, app=self.app), log_path,
+                                   cpus=self.server_cpus) as server:
+                return self.verified(step, server, log_path, offset, part)
+        except lifecycle.NotReady as exc:
+            return [recorder.failed_row(step, "", f"not ready: {exc}")], []
+
+    def verified(self, step, server, log_path, offset, part):
+        verdict = verify(server.host, server.port, timeout=step.deadline,
+                         transport=step.transport)
+        complaint = lifecycle.stderr_note(log_path, offset) if log_path else ""
+        server_says = f" (server: {complaint})" if complaint and complaint != "(no output)" else ""
+        if not verdict.transport:
+            return [recorder.failed_row(step, "", verdict.note + server_says)], []
+        client = step.client if verdict.transport == "websocket" else "python-socketio"
+        if client != "lean" and step.kind in ("fanout", "connect"):
+            return [recorder.failed_row(step, verdict.transport, f"{verdict.note}; the "
+                                        f"{step.scenario} scenario needs the lean client "
+                                        "over WebSocket", client)], []
+        note = ""
+        if verdict.transport != "websocket" and step.transport is None:
+            note = f"{verdict.note}; measured over {verdict.transport} with the stock client" \
+                + server_says
+        return self.measure(step, server, verdict.transport, client, note, part)
+
+    def measure(self, step, server, transport, client, note, part):
+        step_transport = transport if client != "lean" else "websocket"
+        # Busy-polling is honest only where the driver owns its cores alone (pinned apart
+        # from the server); the stock client's threads never spin.
+        spin = bool(self.driver_cpus) and client == "lean"
+        job = replace(for_step(step, [(server.host, server.port)], spin=spin,
+                               cpus=self.driver_cpus or ()), transport=step_transport)
+        sampler = Sampler(step.variant, self.run_start)
+        if server.pid:
+            sampler.watch("server", [server.pid], tree=True)
+
+        def on_start(pids, t0):
+            sampler.watch("driver", pids)
+            sampler.mark("measure_start", t0 + int(step.warmup * 1e9))
+            sampler.mark("measure_end", t0 + int((step.warmup + step.duration) * 1e9))
+
+        sampler.start()
+        failure = ""
+        try:
+            load = run_load(job, self.folder.work, client=client, on_start=on_start)
+        except DriverError as exc:
+            if exc.partial is None:
+                return [recorder.failed_row(step, transport, f"driver failed: {exc}",
+                                            client)], sampler.rows
+            load, failure = exc.partial, f"driver failed: {exc}"
+        finally:
+            sampler.stop()
+        died = server.status()
+        rows = recorder.summarize(step, load, transport, sampler.window(), client,
+                                  "; ".join(filter(None, [note, died, failure])))
+        if died or failure:
+            for row in rows:
+                row["valid"] = False
+        name = f"{step.index:05d}-{part:02d}"
+        self.folder.samples(name, recorder.sample_rows(step, load.arrays, load.t0, transport),
+                            recorder.interval_log(step, load.arrays, load.t0))
+        return rows, sampler.rows

@@ -1,0 +1,109 @@
+"""The scenarios, as data: one frozen record each, with the one function that lists its
+load points. Adding a scenario means adding a record here (and, where its traffic is new, a
+driver loop for its ``kind``); planning, recording, the table and the charts read the record.
+"""
+from dataclasses import dataclass, field
+
+ECHO_CONNECTIONS, RATE_CONNECTIONS, FANOUT_MEMBERS = 1, 10, 50
+PAYLOADS = [("64 B", 64, False), ("1 KiB", 1024, False), ("16 KiB", 16384, False),
+            ("64 KiB", 65536, False), ("16 KiB binary", 16384, True)]
+MIXES = ["echo-only", "sleep-blockers", "cpu-blockers"]
+QUICK_SWEEP_STEPS = 4
+
+
+@dataclass(frozen=True)
+class Point:
+    """One load point of a scenario: its label and what it sets on the step."""
+    load_point: str
+    rate: float | None
+    connections: int
+    payload: int | None = None
+    binary: bool = False
+    blockers: dict | None = None
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    kind: str               # driver loop: closed | open | fanout | connect
+    load_unit: str          # what the load point varies
+    description: str
+    points: object          # options -> [Point]
+    columns: tuple = ()     # extra summary columns this scenario writes
+    chart: str = "bars"     # its chart in the report (bench/output)
+    searched: bool = False  # rates walked until the SLO breaks (one step per rate)
+
+    @property
+    def open_loop(self):
+        return self.kind != "closed"
+
+
+def _echo(o):
+    c = o["connections"] or ECHO_CONNECTIONS
+    return [Point(f"{c} conn closed loop", None, c)]
+
+
+def _rate(o):
+    return [Point(f"{o['rate']:g} msg/s", float(o["rate"]), o["connections"] or RATE_CONNECTIONS)]
+
+
+def sweep_rates(o):
+    rates, r = [], o["sweep_start"]
+    while r <= o["sweep_max"] + 1e-9:
+        rates.append(round(r, 3))
+        r *= o["sweep_factor"]
+    return tuple(rates[:QUICK_SWEEP_STEPS] if o.get("quick") else rates)
+
+
+def _sweep(o):
+    return [Point(f"{r:g} msg/s", r, o["connections"] or RATE_CONNECTIONS)
+            for r in sweep_rates(o)]
+
+
+def _payload(o):
+    return [Point(name, float(o["rate"]), o["connections"] or RATE_CONNECTIONS, size, binary,
+                  extra={"payload_bytes": size, "binary": binary})
+            for name, size, binary in PAYLOADS]
+
+
+def _blocking(o):
+    return [Point(mix, float(o["rate"]), o["connections"] or RATE_CONNECTIONS,
+                  blockers=None if mix == "echo-only" else dict(
+                      kind=mix.split("-")[0], ms=o["block_ms"], rate=o["block_rate"]),
+                  extra={"mix": mix})
+            for mix in MIXES]
+
+
+def _fanout(o):
+    members = o["connections"] or FANOUT_MEMBERS
+    return [Point(f"{members} members, {o['fanout_rate']:g} broadcasts/s",
+                  float(o["fanout_rate"]), members)]
+
+
+def _connect(o):
+    return [Point(f"{o['connect_rate']:g} connects/s", float(o["connect_rate"]), 1)]
+
+
+SCENARIOS = {s.name: s for s in [
+    Scenario("echo", "closed", "connections",
+             "closed loop, one message in flight per connection: the round-trip floor", _echo),
+    Scenario("rate", "open", "msg/s",
+             "open loop, N connections, total rate R, latency from each intended send time",
+             _rate, chart="spectrum"),
+    Scenario("sweep", "open", "msg/s", "rising rates until the SLO breaks: the knee", _sweep,
+             chart="sweep", searched=True),
+    Scenario("fanout", "fanout", "members",
+             "broadcast to N room members: first/median/last recipient and reach", _fanout,
+             columns=("recipient", "reach", "broadcasts"), chart="fanout"),
+    Scenario("connect", "connect", "connects/s",
+             "new connections arriving at a rate: TCP, upgrade, Engine.IO open, Socket.IO connect",
+             _connect, columns=tuple(f"{s}_p{q}_us" for s in ("tcp", "upgrade", "open", "connect")
+                                     for q in (50, 99)) +
+             tuple(f"failed_{s}" for s in ("tcp", "upgrade", "open", "connect")), chart="connect"),
+    Scenario("payload", "open", "size", "echo at the rate with 64 B … 64 KiB and binary",
+             _payload, columns=("payload_bytes", "binary"), chart="payload"),
+    Scenario("blocking", "open", "mix",
+             "echo traffic plus handlers that block (sleep or CPU): does one delay everyone?",
+             _blocking, columns=("mix",), chart="blocking"),
+]}
