@@ -10,7 +10,7 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SOURCES = sorted(glob.glob(os.path.join(ROOT, "bench", "*.py")) +
+SOURCES = sorted(glob.glob(os.path.join(ROOT, "bench", "**", "*.py"), recursive=True) +
                  glob.glob(os.path.join(ROOT, "servers", "*.py")))
 RUN_OPTIONS = ["--variants", "--group", "--scenario", "--connections", "--rate", "--duration",
                "--warmup", "--repeats", "--payload", "--target", "--app", "--client", "--out",
@@ -38,7 +38,7 @@ def rel(path):
 
 
 def test_sources_were_found():
-    assert any(p.endswith(os.path.join("bench", "lifecycle.py")) for p in SOURCES)
+    assert any(p.endswith(os.path.join("bench", "execute", "lifecycle.py")) for p in SOURCES)
     assert any(p.endswith(os.path.join("servers", "launch.py")) for p in SOURCES)
 
 
@@ -51,7 +51,8 @@ def test_only_lifecycle_starts_long_lived_processes():
                                                    "os.popen", "multiprocessing.Process"):
                 found.append((rel(path), node.lineno, name,
                               any(k.arg == "start_new_session" for k in node.keywords)))
-    offenders = [f for f in found if f[0] != os.path.join("bench", "lifecycle.py") or not f[3]]
+    offenders = [f for f in found
+                 if f[0] != os.path.join("bench", "execute", "lifecycle.py") or not f[3]]
     assert found and not offenders, offenders
 
 
@@ -100,8 +101,8 @@ def test_cli_help_names_every_command_and_run_option(bench):
 
 
 def test_list_shows_variants_groups_and_scenarios(bench):
-    from bench.plan import steps as plan
     from bench.plan import registry
+    from bench.plan.scenarios import SCENARIOS
     r = bench.run("list", timeout=60)
     assert r.returncode == 0 and r.stderr == ""
     reg = registry.load()
@@ -109,16 +110,16 @@ def test_list_shows_variants_groups_and_scenarios(bench):
         assert name in r.stdout
     for group in reg.groups:
         assert group in r.stdout
-    for scenario in plan.SCENARIOS:
+    for scenario in SCENARIOS:
         assert scenario in r.stdout
 
 
-@pytest.mark.parametrize("module", sorted(os.path.basename(p)[:-3] for p in SOURCES
-                                          if os.sep + "bench" + os.sep in p
-                                          and not p.endswith("__main__.py")))
+@pytest.mark.parametrize("module", sorted(
+    os.path.relpath(p, ROOT)[:-3].replace(os.sep, ".").removesuffix(".__init__")
+    for p in SOURCES if os.sep + "bench" + os.sep in p and not p.endswith("__main__.py")))
 def test_every_bench_module_imports_without_side_effects(module):
     """Importing must not start processes, bind ports or print (a fresh interpreter)."""
-    code = ("import importlib, psutil, sys; importlib.import_module('bench.%s'); "
+    code = ("import importlib, psutil, sys; importlib.import_module('%s'); "
             "me = psutil.Process(); "
             "assert not me.children(), me.children(); "
             "assert not [c for c in me.net_connections() if c.status == 'LISTEN']" % module)
@@ -136,15 +137,13 @@ def test_launcher_refuses_an_unknown_patch_at_once():
 
 def test_driver_without_a_parent_gives_up_instead_of_hanging(tmp_path):
     """A driver worker whose parent closes stdin before t0 exits (bounded), not waits."""
-    import json
-
     from bench.execute import lifecycle
+    from bench.plan.job import Job
     with lifecycle.serving(lambda port: [sys.executable, "-m", "bench.driver.refserver", str(port)],
                            str(tmp_path / "ref.log"), ready_timeout=30) as server:
-        job = dict(host=lifecycle.HOST, port=server.port, connections=1, conns=[0],
-                   total_conns=1, rate=100.0, warmup=0.1, duration=0.2, timeout=2.0,
-                   payload=16, max_messages=100, out=str(tmp_path / "d.npz"))
-        (tmp_path / "job.json").write_text(json.dumps(job))
+        Job(targets=((lifecycle.HOST, server.port),), connections=1, conns=(0,), rate=100.0,
+            warmup=0.1, duration=0.2, deadline=2.0, payload=16,
+            out=str(tmp_path / "d.npz")).dump(str(tmp_path / "job.json"))
         proc = subprocess.Popen([sys.executable, "-m", "bench.driver.lean",
                                  str(tmp_path / "job.json")], cwd=ROOT,
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE,

@@ -9,12 +9,12 @@ import numpy as np
 
 from bench.analysis import stats
 
-KEY = ("variant", "scenario", "load_point", "client", "transport", "recipient",
+KEY = ("variant", "scenario", "load_point", "requested", "recipient",
        "server_nodelay", "profiled")
 COUNTS = ["attempted", "ok", "errors", "timeouts"]
 STATIC = ["target_rate", "connections", "duration_s", "client", "mix", "recipient",
           "payload_bytes", "binary", "deadline_ms", "arrivals", "servers", "server_nodelay",
-          "profiled"]
+          "profiled", "requested"]
 SUMMED = ["failed_tcp", "failed_upgrade", "failed_open", "failed_connect", "broadcasts"]
 MEANS = ["server_cpu_pct", "driver_cpu_pct", "lag_p50_us", "send_lag_p50_us",
          "recv_wait_p50_us", "achieved_rate", "sent_rate", "steal_pct", "load_avg",
@@ -47,10 +47,10 @@ def merge_repeats(reps):
     attempted = int(sum(r["attempted"] for r in good))
     unanswered = attempted - int(sum(r["ok"] for r in good))
     deadline_us = float(first.get("deadline_ms") or 5000.0) * 1000.0
-    per_repeat = [stats.decode(r["hdr"]) for r in good]
-    p50s = [stats.value_at(h, 50) for h in per_repeat]
-    p99s = [stats.value_at(h, 99) if stats.enough_for(h.get_total_count(), 99) else np.nan
-            for h in per_repeat]
+    per_repeat = [stats.summary(stats.decode(r["hdr"]), r["attempted"] - r["ok"], deadline_us)
+                  for r in good]  # the same rules (censoring, min count) as every row
+    p50s = [s["p50_us"] for s in per_repeat]
+    p99s = [s["p99_us"] for s in per_repeat]
     p50_lo, p50_hi, method = stats.interval(p50s)
     p99_lo, p99_hi, _ = stats.interval(p99s)
     row = {k: first[k] for k in STATIC if k in first}

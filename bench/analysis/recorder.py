@@ -32,6 +32,7 @@ SUMMARY_COLUMNS = [
     "duration_s", "client", "hdr_service", "sent_rate", "censored", "deadline_ms",
     "send_lag_p50_us", "send_lag_p99_us", "recv_wait_p50_us", "recv_wait_p99_us",
     "driver_share", "steal_pct", "load_avg", "foreign_cpu_pct", "noisy", "arrivals",
+    "requested",
 ]
 SAMPLE_COLUMNS = ["variant", "scenario", "load_point", "repeat", "conn", "seq", "phase",
                   "intended_ns", "sent_ns", "received_ns", "latency_us", "service_us",
@@ -197,6 +198,7 @@ def summarize_messages(step, load, transport, resources, client, note=""):
         recv_wait_p50_us=round(wait_p50, 1), recv_wait_p99_us=round(wait_p99, 1),
         driver_share=round(share, 3), connections=step.connections, duration_s=step.duration,
         deadline_ms=step.deadline * 1000, client=client, arrivals=step.arrivals,
+        requested=f"{step.client}/{step.transport or 'auto'}",
         steal_pct=resources.get("steal_pct", float("nan")),
         load_avg=resources.get("load_avg", float("nan")),
         foreign_cpu_pct=resources.get("foreign_cpu_pct", float("nan")),
@@ -214,7 +216,8 @@ def failed_row(step, transport, note, client=""):
                attempted=0, ok=0, errors=0, timeouts=0, driver_bound=False, valid=False,
                note=note, hdr="", hdr_service="", censored="", connections=step.connections,
                duration_s=step.duration, deadline_ms=step.deadline * 1000,
-               client=client or step.client, arrivals=step.arrivals, noisy=False)
+               client=client or step.client, arrivals=step.arrivals, noisy=False,
+               requested=f"{step.client}/{step.transport or 'auto'}")
     return row
 
 

@@ -144,6 +144,8 @@ def interval(values, confidence=CONFIDENCE):
         k = order_statistic_rank(n, confidence)
         return float(x[k - 1]), float(x[n - k]), "order statistics"
     if n >= LOG_T_MIN and np.all(x > 0):
+        if x[0] == x[-1]:  # all equal (e.g. every repeat censored at the deadline)
+            return float(x[0]), float(x[0]), "log-t (assumes log-normal repeats)"
         logs = np.log(x)
         half = scipy_stats.t.ppf(0.5 + confidence / 2, n - 1) * logs.std(ddof=1) / math.sqrt(n)
         return float(np.exp(logs.mean() - half)), float(np.exp(logs.mean() + half)), \

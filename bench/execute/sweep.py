@@ -52,6 +52,9 @@ def search(step, o, measure):
             retried.add(rate)  # inconclusive: measure once more before it can end the sweep
             rates.insert(0, rate)
             continue
+        if broken and rows[0]["driver_bound"] and failed is not None and not driver_break:
+            rates = []  # a refinement the driver could not measure: the server's break stands
+            continue
         if broken and (failed is None or rate < failed):
             failed, failed_reason = rate, f"{broken} at {rate:g} msg/s"
             driver_break = bool(rows[0]["driver_bound"])
