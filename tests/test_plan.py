@@ -154,3 +154,16 @@ def test_plan_validation_names_the_option(options, needle):
 def test_unknown_scenario_is_a_usage_error():
     with pytest.raises(UsageError, match="unknown scenario 'nope'"):
         build(scenarios=("echo", "nope"))
+
+
+def test_poisson_arrivals_have_exponential_gaps_and_split_exactly_over_workers():
+    full = job(2000.0, range(4), warmup=0.5, duration=4.5, arrivals="poisson", seed=7)
+    _, times = open_schedule(full, T0)
+    gaps = np.diff(times) / 1e9
+    assert abs(gaps.mean() - 1 / 2000.0) < 0.05 / 2000.0
+    assert abs(gaps.std() / gaps.mean() - 1.0) < 0.05      # exponential: sd = mean
+    parts = [open_schedule(job(2000.0, (w,), warmup=0.5, duration=4.5, total=4,
+                               arrivals="poisson", seed=7), T0)[1] for w in range(4)]
+    assert np.array_equal(np.sort(np.concatenate(parts)), times)
+    uniform = open_schedule(job(2000.0, range(4), warmup=0.5, duration=4.5), T0)[1]
+    assert np.ptp(np.diff(uniform)) <= 1

@@ -38,7 +38,8 @@ def test_sweep_rises_geometrically_and_writes_a_knee(run):
         # doubled, or the same rate measured again because the driver was late (inconclusive)
         assert b == pytest.approx(2 * a) or (b == a and bound[i]), (rates, bound)
     knees = pd.read_csv(os.path.join(run["dir"], "knees.csv"))
-    assert list(knees.columns[:4]) == ["variant", "knee_msg_s", "slo", "reason"]
+    assert list(knees.columns[:6]) == ["variant", "knee_msg_s", "next_msg_s", "bound", "slo",
+                                     "reason"]
     [knee] = knees.to_dict("records")
     passed = sweep[sweep["slo_pass"] == True]  # noqa: E712 - pandas column of bools
     assert knee["knee_msg_s"] == (passed["target_rate"].max() if len(passed) else 0.0)
@@ -76,3 +77,28 @@ def test_blocking_mixes_and_cpu_blockers_stall_a_greenlet_server(run):
     assert blk.loc["cpu-blockers", "max_us"] > 20_000 > blk.loc["echo-only", "p50_us"]
     samples = run["samples"]
     assert set(samples[samples["scenario"] == "blocking"]["mix"]) == set(blk.index)
+
+
+def test_clients_and_transports_are_measured_side_by_side(bench, tmp_path):
+    """One server, three ways: lean/WebSocket, stock/WebSocket, stock/polling; each a key."""
+    r = bench.run("run", "--quick", "--variants", "socketio-run-threading", "--scenario", "echo",
+                  "--duration", "0.5", "--warmup", "0.2", "--client", "lean,python-socketio",
+                  "--transport", "websocket,polling", "--out", str(tmp_path), "--no-report",
+                  timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    [run_dir] = bench.run_dirs(str(tmp_path))
+    s = bench.summary(run_dir)
+    agg = s[s["repeat"] == "all"].set_index("requested")
+    assert sorted(agg.index) == ["lean/websocket", "python-socketio/polling",
+                                 "python-socketio/websocket"]
+    assert agg.loc["lean/websocket", "client"] == "lean"
+    assert agg.loc["python-socketio/websocket", "transport"] == "websocket"
+    assert agg.loc["python-socketio/polling", "transport"] == "polling"
+    assert (agg["ok"] > 0).all()
+
+
+def test_lean_client_over_polling_is_refused(bench, tmp_path):
+    r = bench.run("run", "--client", "lean", "--transport", "polling", "--out", str(tmp_path),
+                  timeout=60)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert "WebSocket only" in r.stderr
