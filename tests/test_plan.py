@@ -1,4 +1,7 @@
 """Scheduling (bench/driver/lean.py open_schedule) and plans (bench/plan/)."""
+import os
+import re
+
 import numpy as np
 import pytest
 
@@ -167,3 +170,15 @@ def test_poisson_arrivals_have_exponential_gaps_and_split_exactly_over_workers()
     assert np.array_equal(np.sort(np.concatenate(parts)), times)
     uniform = open_schedule(job(2000.0, range(4), warmup=0.5, duration=4.5), T0)[1]
     assert np.ptp(np.diff(uniform)) <= 1
+
+
+def test_dry_run_prints_the_plan_and_its_time_and_starts_nothing(bench, tmp_path):
+    r = bench.run("run", "--variants", "socketio-run-gevent,flask-run-threading", "--scenario",
+                  "echo", "--scenario", "sweep", "--repeats", "2", "--dry-run", "--out",
+                  str(tmp_path), timeout=60)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.strip().splitlines()
+    assert sum(1 for line in lines if re.match(r"\s*\d+\. ", line)) == 8  # 2 × 2 × 2 steps
+    assert "environments: default" in r.stdout
+    assert "estimated" in lines[-1] and "min" in lines[-1]
+    assert os.listdir(tmp_path) == []  # no run folder, nothing started

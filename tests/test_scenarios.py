@@ -15,7 +15,7 @@ SCENARIOS = ["sweep", "fanout", "connect", "payload", "blocking"]
 def run(bench, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("scenarios"))
     args = ["run", "--quick", "--variants", VARIANT, "--out", out, "--no-report",
-            "--fanout-rate", "10", "--connections", "8"]
+            "--fanout-rate", "30", "--connections", "8"]
     for s in SCENARIOS:
         args += ["--scenario", s]
     r = bench.run(*args, timeout=300)

@@ -86,7 +86,11 @@ def test_summary_has_every_variant_and_scenario_measured(bench, run_dir):
                 assert not one["valid"] and one["attempted"] == 0
                 continue
             assert one["ok"] > 0, (variant, scenario, one["note"])
-            assert one["p50_us"] <= one["p99_us"] <= one["max_us"]
+            assert one["p50_us"] <= one["max_us"]
+            if one["attempted"] >= 1000:  # a p99 needs 10 samples beyond it
+                assert one["p50_us"] <= one["p99_us"] <= one["max_us"]
+            else:
+                assert one["p99_us"] != one["p99_us"]  # empty, never a guess
             assert isinstance(one["hdr"], str) and one["hdr"]
 
 
