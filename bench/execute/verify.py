@@ -38,14 +38,11 @@ async def _websocket(host, port, timeout):
         original(transport, frame)
 
     conn.on_ws_frame = capture
-    start = asyncio.get_running_loop().time()
     conn.send_text(protocol.event_packet(0, protocol.event_body("echo", PROBE)))
     text = await asyncio.wait_for(reply, timeout)
-    elapsed = asyncio.get_running_loop().time() - start
     conn.close()
     if json.loads(text[3:]) != [PROBE]:
         raise ValueError(f"echo returned {text[:80]!r}")
-    return elapsed * 1e6
 
 
 def _websocket_refusal(exc):
@@ -60,17 +57,13 @@ def _websocket_refusal(exc):
 
 def _polling(host, port, timeout):
     import socketio
-    import time
 
     client = socketio.Client(reconnection=False)
     try:
         client.connect(f"http://{host}:{port}", transports=["polling"], wait_timeout=timeout)
-        start = time.perf_counter()
         reply = client.call("echo", PROBE, timeout=timeout)
-        elapsed = time.perf_counter() - start
         if reply != PROBE:
             raise ValueError(f"echo returned {str(reply)[:80]!r}")
-        return elapsed * 1e6
     finally:
         try:
             client.disconnect()
