@@ -1,0 +1,58 @@
+"""Every chart of one results folder (from ``bench.analysis.reader``): which apply, and their PNGs.
+
+Charts receive numbers (typed frames), never parse labels. Each series (variant, or variant ·
+client · transport) has one colour in every chart; rows that are not clean measurements are
+marked, not hidden (see ``style.MARKING``); an empty percentile cell is left out, never drawn
+as 0. The modules: ``style`` (look), ``rows`` (which rows), ``latency`` (spectrum, CDF, bars),
+``sweep``, ``fanout``, ``blocking``, ``timeseries`` (timeline, resources).
+"""
+import functools
+import os
+
+from bench.output.plots.blocking import blocking
+from bench.output.plots.fanout import fanout
+from bench.output.plots.latency import bars, cdf, spectrum
+from bench.output.plots.style import MARKING, plt
+from bench.output.plots.sweep import knee_bars, knees_per_variant, throughput
+from bench.output.plots.timeseries import resources, timeline
+
+__all__ = ["MARKING", "bars", "blocking", "cdf", "charts", "fanout", "knee_bars",
+           "knees_per_variant", "resources", "save_all", "spectrum", "throughput", "timeline"]
+
+
+def charts(data):
+    """(file name, title, builder) of every chart that may apply to this run."""
+    out = []
+    for scenario in data.scenarios():
+        out.append((f"spectrum-{scenario}", f"{scenario}: percentile spectrum",
+                    functools.partial(spectrum, data, scenario)))
+        out.append((f"cdf-{scenario}", f"{scenario}: latency CDF",
+                    functools.partial(cdf, data, scenario)))
+        if scenario not in ("fanout", "blocking"):
+            out.append((f"bars-{scenario}", f"{scenario}: p50 and p99",
+                        functools.partial(bars, data, scenario)))
+    out += [("sweep-throughput", "sweep: latency vs achieved throughput",
+             functools.partial(throughput, data)),
+            ("sweep-knees", "sweep: knee per variant", functools.partial(knee_bars, data)),
+            ("fanout", "fanout: first/median/last recipient", functools.partial(fanout, data)),
+            ("blocking", "blocking: mixes side by side", functools.partial(blocking, data))]
+    for scenario in data.scenarios():
+        out.append((f"timeline-{scenario}", f"{scenario}: latency over time",
+                    functools.partial(timeline, data, scenario)))
+    out.append(("resources", "resources: CPU and RSS", functools.partial(resources, data)))
+    return out
+
+
+def save_all(data, out_dir):
+    """Write every applicable chart as PNG; [(name, title, path)] of those written."""
+    os.makedirs(out_dir, exist_ok=True)
+    written = []
+    for name, title, build in charts(data):
+        fig = build()
+        if fig is None:
+            continue
+        path = os.path.join(out_dir, f"{name}.png")
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append((name, title, path))
+    return written
