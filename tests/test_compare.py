@@ -1,6 +1,9 @@
 """compare on real runs: a run against itself is no regression; a server really slowed down
-(busy loops sharing its core) is one; incomparable runs and bad folders are refused."""
+(busy loops sharing its core) is one, shown by intervals over 4 repeats (log-t) that do not
+overlap; too few repeats is "no difference (cannot tell)", never a regression; incomparable runs
+and bad folders are refused."""
 import json
+import re
 import os
 import shutil
 import subprocess
@@ -9,7 +12,7 @@ import sys
 import pandas as pd
 import pytest
 
-from bench.analysis import compare
+from bench.analysis import compare, reader
 from bench.errors import UsageError
 
 STEP = ["--variants", "seed-socketio-run", "--scenario", "rate", "--rate", "400", "--repeats", "4",
@@ -66,7 +69,11 @@ def test_a_run_against_itself_is_no_regression(runs):
     assert compare.run(base, base) == 0
     with open(os.path.join(base, "compare.md")) as f:
         text = f.read()
-    assert "**0 regression(s)**" in text and "1.000 [" in text
+    assert "**0 regression(s)**" in text
+    row = next(l for l in text.splitlines() if l.startswith("| seed-socketio-run | rate |"))
+    assert "| 1.000 |" in row and "no difference" in row and "lean" in row
+    assert re.search(r"\d\.\d{3} \[\d\.\d{3}–\d\.\d{3}\]", row), row
+    assert "log-t" in text
     assert os.path.getsize(os.path.join(base, "compare.png")) > 0
 
 
@@ -80,6 +87,29 @@ def test_a_real_slowdown_is_a_regression(runs):
     assert status == 1, text
     assert "REGRESSION" in text and "**1 regression(s)**" in text
     assert os.path.getsize(os.path.join(new, "compare.png")) > 0
+    # NEW's interval lies wholly above BASE's for the metric called slower
+    (r,) = compare.match(reader.read(base), reader.read(new), 0.10)[0]
+    slower = [m for m, v in r["verdicts"].items() if v.endswith("slower")]
+    assert slower
+    for metric in slower:
+        (b_lo, b_hi, _), (n_lo, n_hi, _) = r["intervals"][metric]
+        assert n_lo > b_hi and r["ratio"][metric] > 1.10
+
+
+def test_too_few_repeats_cannot_tell(runs, tmp_path):
+    """With two repeats a side there is no interval: the slowdown is not called a regression."""
+    base, new = runs
+    copies = []
+    for run in (base, new):
+        copy = tmp_path / os.path.basename(run)
+        shutil.copytree(run, copy)
+        s = pd.read_csv(copy / "summary.csv", dtype=str, keep_default_na=False)
+        s = s[~s["repeat"].isin(["3", "4"])]
+        s.to_csv(copy / "summary.csv", index=False)
+        copies.append(str(copy))
+    assert compare.run(*copies) == 0
+    text = (tmp_path / os.path.basename(new) / "compare.md").read_text()
+    assert "no difference (cannot tell" in text and "**0 regression(s)**" in text
 
 
 def test_incomparable_runs_are_refused_unless_forced(runs, tmp_path):

@@ -1,5 +1,7 @@
 """The report, built from a real quick run: every file, the findings' rules, and report.html as a
-real browser renders it (headless Chromium: every image decoded, every table laid out)."""
+real browser renders it (headless Chromium: every image decoded, every table laid out); the
+committed reference run (an older schema) still reports; verdicts follow the intervals; the
+client/transport and knees tables follow the data."""
 import os
 import re
 import shutil
@@ -8,7 +10,9 @@ import subprocess
 
 import pytest
 
-from bench.output import plots
+import pandas as pd
+
+from bench.analysis import reader
 from bench.output import report
 from bench.errors import UsageError
 
@@ -17,7 +21,8 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--no-first-run"]
 
-pytestmark = pytest.mark.slow
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REFERENCE = os.path.join(ROOT, "results", "reference")
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +38,7 @@ def run_dir(bench, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def data(run_dir):
-    return plots.load(run_dir)
+    return reader.read(run_dir)
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +54,7 @@ def section(md, title):
     return md[start:end if end > 0 else None]
 
 
+@pytest.mark.slow
 def test_files_and_charts_exist(run_dir, data):
     pngs = set(os.listdir(os.path.join(run_dir, "plots")))
     for scenario in data.scenarios():
@@ -63,6 +69,7 @@ def test_files_and_charts_exist(run_dir, data):
         assert os.path.getsize(os.path.join(run_dir, name)) > 1000
 
 
+@pytest.mark.slow
 def test_tables_list_every_aggregate_row(data, md):
     for _, r in data.aggregates.iterrows():
         line = next((l for l in md.splitlines() if l.startswith(f"| {r['variant']} | "
@@ -73,6 +80,7 @@ def test_tables_list_every_aggregate_row(data, md):
         assert ("driver-bound" in line) == bool(r["driver_bound"])
 
 
+@pytest.mark.slow
 def test_transport_downgrades_follow_the_data(data, md):
     text = section(md, "Transport downgrades")
     downgraded = data.aggregates[data.aggregates["transport"] != "websocket"]
@@ -84,6 +92,7 @@ def test_transport_downgrades_follow_the_data(data, md):
         assert "every row ran over WebSocket" in text
 
 
+@pytest.mark.slow
 def test_fastest_and_slowest_follow_the_data(data, md):
     text = section(md, "Fastest and slowest")
     for scenario in data.scenarios():
@@ -97,6 +106,7 @@ def test_fastest_and_slowest_follow_the_data(data, md):
         assert f"{slow['p50_us'] / fast['p50_us']:.2f}× at p50" in text
 
 
+@pytest.mark.slow
 def test_claims_are_judged(data, md):
     present = set(data.aggregates["variant"])
     pairs = [p for p in report.CLAIM1_PAIRS if set(p) <= present]
@@ -106,9 +116,10 @@ def test_claims_are_judged(data, md):
     claim2 = section(md, "Claim 2")
     assert ("Verdict: not testable" in claim2) == (not alternatives)
     for text in (claim1, claim2):
-        assert re.search(r"\*\*Verdict: (verified|refuted|not testable)", text)
+        assert re.search(r"\*\*Verdict: (verified|refuted|inconclusive|not testable)", text)
 
 
+@pytest.mark.slow
 def test_server_log_warnings_are_counted(run_dir, data, md):
     text = md[md.index("## Server stderr"):]
     for variant in VARIANTS:
@@ -119,6 +130,7 @@ def test_server_log_warnings_are_counted(run_dir, data, md):
             assert hits[0].strip()[:60] in text
 
 
+@pytest.mark.slow
 def test_rebuilds_from_the_files_alone(run_dir, tmp_path):
     copy = tmp_path / os.path.basename(run_dir)
     copy.mkdir()
@@ -155,8 +167,10 @@ def render(html_path, profile):
     return dict(re.findall(r'data-([\w-]+)="([^"]*)"', body.group(1)))
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not CHROMIUM, reason="chromium is not installed (apt-get install chromium); "
                                          "CI installs it")
+@pytest.mark.slow
 def test_html_renders_in_chromium(run_dir, tmp_path):
     html_path = os.path.join(run_dir, "report.html")
     with open(html_path) as f:
@@ -168,11 +182,113 @@ def test_html_renders_in_chromium(run_dir, tmp_path):
     assert int(attrs["tables-rendered"]) == int(attrs["tables"]) >= 3
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not CHROMIUM, reason="chromium is not installed (apt-get install chromium); "
                                          "CI installs it")
+@pytest.mark.slow
 def test_chromium_check_catches_a_broken_image(run_dir, tmp_path):
     with open(os.path.join(run_dir, "report.html")) as f:
         broken = f.read().replace("data:image/png;base64,", "data:image/png;base64,AAAA", 1)
     path = tmp_path / "broken.html"
     path.write_text(broken)
     assert render(path, tmp_path / "profile")["images-ok"] == "no"
+
+
+# ------------------------------------------------------------ the committed reference run
+
+@pytest.fixture
+def reference_copy(tmp_path):
+    copy = tmp_path / "reference"
+    shutil.copytree(REFERENCE, copy, ignore=shutil.ignore_patterns("plots", "report.*"))
+    return copy
+
+
+def test_reference_run_reports_through_the_cli(bench, reference_copy):
+    """Its summary predates censored/driver_share/ci_method: the report tolerates that, and
+    judges it with the intervals recomputed from its repeats (log-t over 3 repeats)."""
+    proc = bench.run("report", reference_copy, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    md = (reference_copy / "report.md").read_text()
+    header = next(l for l in md.splitlines() if l.startswith("| variant | load point |"))
+    for column in ("interval", "driver share", "censored", "flags", "achieved msg/s"):
+        assert f"| {column} |" in header
+    failed = next(l for l in md.splitlines() if l.startswith("| seed-app-run | 400 msg/s |"))
+    assert report.NO_INTERVAL in failed and "**invalid**" in failed
+    assert "| log-t |" in md
+    claim1 = section(md, "Claim 1")
+    assert "**Verdict: verified**" in claim1      # seed-app-run served nothing
+    assert "seed-app-run served nothing" in claim1
+    for line in claim1.splitlines():
+        if "inconclusive:" in line:
+            assert "p50 " in line and "p99 " in line and "intervals overlap" in line
+
+
+def row(p50, p50_ci, p99, p99_ci, series="a", served=True):
+    """An aggregate row as the reader types it, with the fields a verdict reads."""
+    return pd.Series(dict(
+        series=series, variant=series, client="lean", transport="websocket" if served else "",
+        note="" if served else "failed", hdr="x" if served else "", ok=100 if served else 0,
+        driver_bound=False, p50_us=p50, p99_us=p99, p50_ci_low=p50_ci[0], p50_ci_high=p50_ci[1],
+        p99_ci_low=p99_ci[0], p99_ci_high=p99_ci[1]))
+
+
+NAN = float("nan")
+
+
+@pytest.mark.parametrize("a, b, verdict", [
+    # both metrics' intervals apart, a above
+    (row(500, (480, 520), 900, (850, 950)), row(300, (290, 310), 600, (550, 650)), "verified"),
+    # p50 apart but p99 intervals overlap: the tail decides nothing, so inconclusive
+    (row(500, (480, 520), 900, (500, 1300)), row(300, (290, 310), 600, (550, 650)),
+     "inconclusive"),
+    # p50 above, p99 below: the metrics disagree
+    (row(500, (480, 520), 300, (280, 320)), row(300, (290, 310), 600, (550, 650)),
+     "inconclusive"),
+    # both below
+    (row(200, (190, 210), 300, (280, 320)), row(300, (290, 310), 600, (550, 650)), "refuted"),
+    # overlapping but tight: even a's upper end within 10 % of b's lower end: the same
+    (row(300, (295, 305), 600, (590, 610)), row(300, (290, 310), 600, (560, 640)), "refuted"),
+    # no intervals (too few repeats): cannot be judged
+    (row(500, (NAN, NAN), 900, (NAN, NAN)), row(300, (NAN, NAN), 600, (NAN, NAN)),
+     "inconclusive"),
+    # a failing while b serves is the claim; b failing refutes it
+    (row(NAN, (NAN, NAN), NAN, (NAN, NAN), served=False), row(300, (290, 310), 600, (550, 650)),
+     "verified"),
+    (row(300, (290, 310), 600, (550, 650)), row(NAN, (NAN, NAN), NAN, (NAN, NAN), served=False),
+     "refuted"),
+])
+def test_verdicts_follow_both_intervals(a, b, verdict):
+    got, why = report.judge_pair(a, b)
+    assert got == verdict, why
+    if a["ok"] and b["ok"]:
+        assert "p50 " in why and "p99 " in why
+
+
+def test_client_transport_and_knee_tables_follow_the_data(reference_copy):
+    """A variant measured with two clients/transports gets the side-by-side table with its
+    differences; knees show their bound and first failing rate; an empty percentile is '–'."""
+    s = pd.read_csv(reference_copy / "summary.csv", dtype=str, keep_default_na=False)
+    stock = s[s["variant"] == "socketio-run-gevent"].copy()
+    stock["client"], stock["transport"] = "python-socketio", "polling"
+    for col in ("p50_us", "p99_us"):
+        stock[col] = (stock[col].astype(float) + 1000).astype(str)
+    stock.loc[stock["repeat"] == "all", "p99_us"] = ""      # too few samples for a p99
+    pd.concat([s, stock]).to_csv(reference_copy / "summary.csv", index=False)
+    pd.DataFrame([dict(variant="socketio-run-gevent", knee_msg_s=1600, next_msg_s=3200,
+                       bound="exact", slo="p99 <= 50 ms", reason="p99 over the SLO", repeat=1),
+                  dict(variant="socketio-run-threading", knee_msg_s=25600, next_msg_s="",
+                       bound="lower", slo="p99 <= 50 ms", reason="never broke", repeat=1)]
+                 ).to_csv(reference_copy / "knees.csv", index=False)
+    report.build(str(reference_copy))
+    md = (reference_copy / "report.md").read_text()
+    clients = section(md, "Client cost and transport cost")
+    lines = [l for l in clients.splitlines() if l.startswith("| socketio-run-gevent |")]
+    assert len(lines) == 4                  # echo and rate, each lean and stock
+    assert all("reference" in l for l in lines if "| lean | websocket |" in l)
+    assert all("+1.000" in l for l in lines if "| python-socketio | polling |" in l)
+    stock_rate = next(l for l in lines if "rate" in l and "polling" in l)
+    assert "| – |" in stock_rate            # the empty p99 cell is left out, not 0
+    knees = section(md, "Sweep knees")
+    assert re.search(r"\| socketio-run-gevent \| 1,600 \| exact \| 3,200 \|", knees)
+    assert re.search(r"\| socketio-run-threading \| ≥ 25,600 \| lower \| – \|", knees)
+    assert os.path.exists(reference_copy / "plots" / "sweep-knees.png")
