@@ -1,5 +1,7 @@
 """notebooks/analysis.ipynb runs top to bottom on a fresh run and on the committed reference run,
-redraws every chart the report draws, and is committed without outputs."""
+reads through bench.analysis.reader, shows censored percentiles, the driver's share, knees with
+their bounds and noisy steps, redraws every chart the report draws, and is committed without
+outputs."""
 import os
 
 import nbclient
@@ -25,6 +27,16 @@ def execute(monkeypatch, run_dir=None):
     return nb
 
 
+def text(nb):
+    """Everything the executed notebook printed or displayed as text/HTML."""
+    out = []
+    for c in nb.cells:
+        for o in c.get("outputs", []) if c.cell_type == "code" else []:
+            out.append(o.get("text", ""))
+            out += [str(o.get("data", {}).get(k, "")) for k in ("text/plain", "text/html")]
+    return "\n".join(out)
+
+
 def images(nb):
     return sum("image/png" in o.get("data", {}) for c in nb.cells if c.cell_type == "code"
                for o in c.outputs)
@@ -33,6 +45,8 @@ def images(nb):
 def test_committed_without_outputs():
     nb = nbformat.read(NOTEBOOK, as_version=4)
     code = [c for c in nb.cells if c.cell_type == "code"]
+    source = "\n".join(c.source for c in code)
+    assert "reader.read(RUN_DIR)" in source and "read_csv" not in source
     assert code[0].source.strip() == 'RUN_DIR = "../results/reference"'
     assert all(not c.outputs and c.execution_count is None for c in code)
 
@@ -53,3 +67,7 @@ def test_runs_on_a_fresh_run(bench, tmp_path, monkeypatch):
 def test_runs_on_the_reference_run(monkeypatch):
     nb = execute(monkeypatch)
     assert images(nb) > 0
+    shown = text(nb)
+    for what in ("rows with a censored percentile: 0", "driver_share", "noisy steps: 0 of",
+                 "no sweep in this run", "ci_method", "log-t"):
+        assert what in shown, what
