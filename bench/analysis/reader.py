@@ -25,6 +25,7 @@ import pandas as pd
 
 from bench.analysis import stats
 from bench.errors import UsageError
+from bench.plan.scenarios import SCENARIOS
 
 KEY = ("variant", "scenario", "load_point")
 # Columns that split a row's key further where a run varies them (in this order).
@@ -40,9 +41,11 @@ FLOATS = ("target_rate", "achieved_rate", "sent_rate", "p50_us", "p90_us", "p99_
           "p50_ci_low", "p50_ci_high", "p99_ci_low", "p99_ci_high", "send_lag_p50_us",
           "send_lag_p99_us", "recv_wait_p50_us", "recv_wait_p99_us", "driver_share",
           "steal_pct", "load_avg", "p99_cv", "p50_cv", "payload_bytes", "duration_s", "reach")
-# Which numeric column orders a scenario's load points (others fall back to the rate).
-LOAD_COLUMN = {"echo": "connections", "fanout": "connections", "capacity": "connections",
-               "payload": "payload_bytes"}
+# Which numeric column holds a load point's number, by the scenario record's load unit
+# (scenarios the table does not know fall back to the rate, then connections).
+UNIT_COLUMN = {"connections": "connections", "members": "connections", "size": "payload_bytes",
+               "msg/s": "target_rate", "connects/s": "target_rate"}
+LOAD_COLUMN = {s.name: UNIT_COLUMN.get(s.load_unit) for s in SCENARIOS.values()}
 KNEE_TEXT = ("variant", "bound", "slo", "reason", "client", "transport")
 
 
@@ -98,6 +101,8 @@ def key_columns(*frames):
 
 
 def _load_value(row):
+    if row["scenario"] in LOAD_COLUMN and LOAD_COLUMN[row["scenario"]] is None:
+        return np.nan                                   # categorical (blocking's mix)
     for col in (LOAD_COLUMN.get(row["scenario"]), "target_rate", "connections", "payload_bytes"):
         if col and col in row and pd.notna(row[col]) and row[col] != 0:
             return float(row[col])
