@@ -294,6 +294,7 @@ def knees(data):
         spread = (f"{r['low']:,.0f}–{r['high']:,.0f}" if r["repeats"] > 1
                   and pd.notna(r["low"]) else "")
         rows.append([r["variant"],
+                     "none (first step failed)" if r["bound"] == "none" else
                      ("≥ " if r["bound"] == "lower" else "") + (
                          f"{r['knee_msg_s']:,.0f}" if pd.notna(r["knee_msg_s"]) else "no knee"),
                      r["bound"] or "–",

@@ -15,8 +15,11 @@ def knees_per_variant(data):
     k = data.knees
     if k.empty:
         return pd.DataFrame()
+    parts = ["variant", *[c for c in ("client", "transport")
+                          if c in k and k.groupby("variant")[c].nunique().gt(1).any()]]
     out = []
-    for variant, g in k.groupby("variant", sort=True):
+    for key, g in k.groupby(parts, sort=True):
+        variant = " · ".join(str(x) or "none" for x in (key if isinstance(key, tuple) else (key,)))
         knees, nexts = g["knee_msg_s"].dropna(), g["next_msg_s"].dropna()
         bounds = [b for b in dict.fromkeys(g["bound"]) if b]
         out.append(dict(
@@ -51,8 +54,9 @@ def throughput(data):
                 if style.censored(r, metric):
                     ax.annotate("≥", (r["achieved_rate"], r[f"{metric}_us"] / 1000),
                                 xytext=(4, 2), textcoords="offset points", fontsize=8, color=c)
-            variant = group["variant"].iloc[0] if len(group) else name
-            k = knees[knees["variant"] == variant] if not knees.empty else knees
+            k = knees[knees["variant"] == name] if not knees.empty else knees
+            if k.empty and not knees.empty and len(group):     # knees split less finely
+                k = knees[knees["variant"] == group["variant"].iloc[0]]
             if not k.empty and pd.notna(k.iloc[0]["knee_msg_s"]) and k.iloc[0]["knee_msg_s"] > 0:
                 x, bound = k.iloc[0]["knee_msg_s"], k.iloc[0]["bound"]
                 ax.axvline(x, color=c, ls="-.", lw=1)
