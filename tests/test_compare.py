@@ -15,8 +15,10 @@ import pytest
 from bench.analysis import compare, reader
 from bench.errors import UsageError
 
+# 3 s at 400 msg/s: 1,200 messages a repeat, enough for each repeat's p99 (min-count rule), so
+# both p50 and p99 get an interval over the 4 repeats (log-t).
 STEP = ["--variants", "seed-socketio-run", "--scenario", "rate", "--rate", "400", "--repeats", "4",
-        "--duration", "1", "--warmup", "0.5", "--no-report"]
+        "--duration", "3", "--warmup", "0.5", "--no-report"]
 HOGS = 6
 
 pytestmark = pytest.mark.slow
@@ -30,14 +32,15 @@ def measure(bench, out):
 
 
 def clean_base(bench, tmp_path_factory, attempts=3):
-    """A BASE whose aggregate row is valid: a noisy neighbour can make one run driver-bound,
-    and a slowdown can only be shown against a clean measurement."""
+    """A BASE whose aggregate row answered every message: a slowdown can only be shown against
+    a measurement that is complete. (It may be flagged driver-bound on a busy shared machine:
+    the driver's lag then sits on both sides, and compare still judges the intervals.)"""
     for _ in range(attempts):
         base = measure(bench, tmp_path_factory.mktemp("base"))
         row = aggregate(base)
-        if str(row["valid"]) == "True":
+        if row["ok"] == row["attempted"] > 0 and row["repeats_failed"] == 0:
             return base
-    pytest.fail(f"no valid BASE in {attempts} runs (machine too busy?): {row['note']}")
+    pytest.fail(f"no complete BASE in {attempts} runs (machine too busy?): {row['note']}")
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +75,7 @@ def test_a_run_against_itself_is_no_regression(runs):
     assert "**0 regression(s)**" in text
     row = next(l for l in text.splitlines() if l.startswith("| seed-socketio-run | rate |"))
     assert "| 1.000 |" in row and "no difference" in row and "lean" in row
-    assert re.search(r"\d\.\d{3} \[\d\.\d{3}–\d\.\d{3}\]", row), row
+    assert re.search(r"\d+\.\d{3} \[\d+\.\d{3}–\d+\.\d{3}\]", row), row
     assert "log-t" in text
     assert os.path.getsize(os.path.join(base, "compare.png")) > 0
 

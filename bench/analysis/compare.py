@@ -4,7 +4,8 @@ Each side's interval is ``stats.interval`` of its per-repeat p50 (and p99) value
 method as the aggregate rows — and ``stats.differ`` says whether the two intervals are apart.
 A regression is a metric whose NEW interval lies entirely above BASE's AND whose ratio of the
 merged values exceeds 1 + threshold, or a row that served in BASE and fails in NEW. Overlapping
-intervals say "no difference"; empty ones (too few repeats) say "no difference (cannot tell)".
+intervals say "no difference"; empty ones (fewer than 3 repeats with a value, e.g. a p99 cell
+left empty by the min-count rule) say "no difference (cannot tell …)".
 Rows are matched on their full key: variant, scenario, load point, client, transport (and
 server_nodelay, profiled, recipient, mix where present). Runs from different machines, plans
 or package versions are refused unless forced: their ratios would measure the setup.
@@ -25,7 +26,8 @@ PLAN_KEYS = ("duration", "warmup", "rate", "connections", "payload", "timeout", 
              "client")
 NEWER_PLAN_KEYS = ("deadline_ms", "arrivals", "transport")   # compared when both runs have them
 METRICS = ("p50", "p99")
-CANNOT_TELL = f"no difference (cannot tell: needs ≥ {stats.LOG_T_MIN} repeats a side)"
+CANNOT_TELL = "cannot tell"
+WHY_NOT = f"needs ≥ {stats.LOG_T_MIN} repeats with a value on each side"
 
 
 def run(base_dir, new_dir, threshold=0.10, force=False):
@@ -151,9 +153,11 @@ def compare_pair(key, b, n, base_reps, new_reps, threshold):
             verdict = "no difference" if d == "no difference" else CANNOT_TELL
         out["verdicts"][metric] = verdict
         said.append(verdict)
-    decisive = [v for v in said if not v.startswith("no difference")]
+    decisive = [v for v in said if v not in ("no difference", CANNOT_TELL)]
     if not decisive:
-        out["verdict"] = CANNOT_TELL if CANNOT_TELL in said else "no difference"
+        blind = [m for m in METRICS if out["verdicts"][m] == CANNOT_TELL]
+        out["verdict"] = "no difference" + (
+            f" (cannot tell {' or '.join(blind)}: {WHY_NOT})" if blind else "")
     else:
         out["verdict"] = ("REGRESSION: " if out["regression"] else "") + ", ".join(decisive)
     return out
