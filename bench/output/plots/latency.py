@@ -23,49 +23,53 @@ def spectrum_points(encoded):
     return x, np.array([stats.value_at(h, 100 * (1 - 1 / v)) for v in x])
 
 
-def spectrum(data, scenario):
-    """Latency against percentile on a 1/(1−p) axis: the tail made visible."""
+def _per_panel(data, scenario, title, draw, frame):
+    """One panel per load point; ``draw(ax, row, **line_style)`` for every row with data,
+    ``frame(ax)`` for the axes; rows without data listed in the legend."""
     pal = style.colours(data)
     groups = panels(scenario_rows(data, scenario))
     fig, axes = style.figure(len(groups))
-    for ax, (title, group) in zip(axes, groups):
+    for ax, (panel, group) in zip(axes, groups):
         for _, r in group.iterrows():
-            if not has_data(r):
-                continue
-            x, y = spectrum_points(r["hdr"])
-            ax.plot(x, y / 1000, color=pal[r["series"]], ls=style.STYLE[style.flag(r)][0],
-                    lw=1.6, label=style.label(r))
+            if has_data(r):
+                draw(ax, r, color=pal[r["series"]], ls=style.STYLE[style.flag(r)][0], lw=1.6,
+                     label=style.label(r))
+        frame(ax)
+        ax.set_title(panel, fontsize=10)
+        style.legend(ax, group, pal, has_data)
+    return style.finish(fig, data, f"{scenario}: {title}")
+
+
+def spectrum(data, scenario):
+    """Latency against percentile on a 1/(1−p) axis: the tail made visible."""
+    def draw(ax, r, **line):
+        x, y = spectrum_points(r["hdr"])
+        ax.plot(x, y / 1000, **line)
+
+    def frame(ax):
         ax.set_xscale("log")
         ax.set_xticks(list(PERCENTILE_TICKS), list(PERCENTILE_TICKS.values()))
         ax.set_xlim(1, 2 * 10 ** 4)
         ax.set_xlabel("percentile (1/(1−p) scale; drawn while ≥ 10 samples lie beyond)")
         style.ms_axis(ax)
         ax.grid(True, which="major", alpha=0.3)
-        ax.set_title(title, fontsize=10)
-        style.legend(ax, group, pal, has_data)
-    return style.finish(fig, data, f"{scenario}: latency percentile spectrum")
+
+    return _per_panel(data, scenario, "latency percentile spectrum", draw, frame)
 
 
 def cdf(data, scenario):
     """Cumulative distribution of latency: where the bulk sits and how long the tail is."""
-    pal = style.colours(data)
-    groups = panels(scenario_rows(data, scenario))
-    fig, axes = style.figure(len(groups))
-    for ax, (title, group) in zip(axes, groups):
-        for _, r in group.iterrows():
-            if not has_data(r):
-                continue
-            values, counts = stats.counts_of(stats.decode(r["hdr"]))
-            ax.step(values / 1000, 100 * np.cumsum(counts) / counts.sum(), where="post",
-                    color=pal[r["series"]], ls=style.STYLE[style.flag(r)][0], lw=1.6,
-                    label=style.label(r))
+    def draw(ax, r, **line):
+        values, counts = stats.counts_of(stats.decode(r["hdr"]))
+        ax.step(values / 1000, 100 * np.cumsum(counts) / counts.sum(), where="post", **line)
+
+    def frame(ax):
         style.ms_axis(ax, "x")
         ax.set_ylabel("messages at or below (%)")
         ax.set_ylim(0, 101)
         ax.grid(True, alpha=0.3)
-        ax.set_title(title, fontsize=10)
-        style.legend(ax, group, pal, has_data)
-    return style.finish(fig, data, f"{scenario}: latency CDF")
+
+    return _per_panel(data, scenario, "latency CDF", draw, frame)
 
 
 def bar(ax, x, height, row, width, colour, alpha=1.0, err=None):
