@@ -29,6 +29,33 @@ CLAIM2_BASE, CLAIM2_ALTERNATIVES = "socketio-run-eventlet", ("socketio-run-threa
                                                              "socketio-run-gevent")
 METRICS = ("p50", "p99")
 NO_INTERVAL = f"n/a (needs ≥ {stats.LOG_T_MIN} repeats)"
+# The report's prose, in one place for both templates (**bold** and `code` are its only marks).
+TEXT = dict(
+    rules="Rules: a verdict rests on p50 AND p99 with their 95 % intervals over repeats (the "
+          "interval of each row's median per-repeat value; see the `interval` column). “Above” "
+          "or “below” means the intervals do not overlap; overlapping intervals count as “the "
+          f"same” only when even the worse end is within {MATERIAL * 100:.0f} %; otherwise, or "
+          f"with no interval ({NO_INTERVAL}), the comparison is inconclusive. Driver-bound rows "
+          "measure the driver and decide nothing.",
+    knees="A knee is the highest rate that met the SLO; bound `exact` when a higher step failed "
+          "(the next step is the first failing rate), `lower` when the sweep never broke or "
+          "broke only because the driver did, `none` when the first step failed.",
+    clients="The same variant and load point measured with several clients and transports side "
+            "by side; the differences are from the lean · websocket row of each group (its "
+            "first row when there is none): client cost = stock client vs lean client over "
+            "WebSocket, transport cost = polling vs WebSocket with the stock client.",
+    no_clients="This run measured one client and one transport per variant and load point; run "
+               "with `--client lean,python-socketio --transport websocket,polling` to separate "
+               "the client's cost from the transport's.",
+    tables="Latency in ms from each message's intended send time, from the merged histogram of "
+           "all repeats; [95 % interval over repeats] where there were enough (`interval` says "
+           "which method, or why none). “–” = too few samples for that percentile; “≥” = "
+           "censored at the deadline (more than 1 − q of the messages timed out). Driver share "
+           "= the driver's own lag p50 ÷ latency p50. Invalid, driver-bound and noisy rows are "
+           "kept and flagged.",
+    logs="Lines of logs/<variant>.log containing Warning, Error or Traceback, and the first "
+         f"{LOG_EXAMPLES} distinct ones.",
+)
 TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
 
 
@@ -470,6 +497,6 @@ def context(data, charts):
         findings=findings(data), tables=scenario_tables(data),
         clients=client_transport(data.aggregates),
         logs=log_summary(data.run_dir, data.aggregates["variant"].unique()),
-        log_examples=LOG_EXAMPLES, marking=plots.MARKING, no_interval=NO_INTERVAL,
+        text=TEXT, marking=plots.MARKING,
         charts=[dict(title=title, path=os.path.relpath(path, data.run_dir), data_uri="")
                 for _, title, path in charts])
