@@ -292,3 +292,52 @@ def test_client_transport_and_knee_tables_follow_the_data(reference_copy):
     assert re.search(r"\| socketio-run-gevent \| 1,600 \| exact \| 3,200 \|", knees)
     assert re.search(r"\| socketio-run-threading \| ≥ 25,600 \| lower \| – \|", knees)
     assert os.path.exists(reference_copy / "plots" / "sweep-knees.png")
+
+
+def test_charts_leave_an_empty_percentile_out(reference_copy):
+    """An empty p99 cell (too few samples) gets no bar and a note, never a bar at 0."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    from bench.output import plots
+
+    s = pd.read_csv(reference_copy / "summary.csv", dtype=str, keep_default_na=False)
+    empty = (s["variant"] == "socketio-run-gevent") & (s["scenario"] == "rate") \
+        & (s["repeat"] == "all")
+    s.loc[empty, "p99_us"] = ""
+    s.to_csv(reference_copy / "summary.csv", index=False)
+    data = reader.read(reference_copy)
+    fig = plots.bars(data, "rate")
+    try:
+        p50, p99 = fig.axes[:2]
+
+        def bars(ax):
+            return [p for p in ax.patches if isinstance(p, Rectangle) and p.get_height() > 0]
+
+        measured = data.aggregates[(data.aggregates["scenario"] == "rate")
+                                   & (data.aggregates["ok"] > 0)]
+        assert len(bars(p50)) == len(measured)
+        assert len(bars(p99)) == len(measured) - 1
+        assert not [p for p in p99.patches if isinstance(p, Rectangle) and p.get_height() == 0]
+        assert "too few samples" in [t.get_text() for t in p99.texts]
+    finally:
+        plt.close(fig)
+
+
+def test_sweep_chart_puts_achieved_rate_on_the_throughput_axis(reference_copy):
+    import matplotlib.pyplot as plt
+
+    from bench.output import plots
+
+    s = pd.read_csv(reference_copy / "summary.csv", dtype=str, keep_default_na=False)
+    s = s[s["scenario"] == "rate"].assign(scenario="sweep")
+    s["achieved_rate"] = [str(300 + i) for i in range(len(s))]      # below the 400 target
+    s.to_csv(reference_copy / "summary.csv", index=False)
+    data = reader.read(reference_copy)
+    fig = plots.throughput(data)
+    try:
+        xs = {x for line in fig.axes[0].lines for x in line.get_xdata()}
+        achieved = set(data.aggregates.loc[data.aggregates["ok"] > 0, "achieved_rate"])
+        assert xs == achieved and 400.0 not in xs
+    finally:
+        plt.close(fig)

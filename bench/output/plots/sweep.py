@@ -82,13 +82,15 @@ def knee_bars(data):
     ax = axes[0]
     top = max(knees["knee_msg_s"].max(skipna=True), 1) if knees["knee_msg_s"].notna().any() else 1
     for i, (_, k) in enumerate(knees.iterrows()):
-        value, has = k["knee_msg_s"], pd.notna(k["knee_msg_s"])
+        value = np.nan if k["bound"] == "none" else k["knee_msg_s"]
+        has = pd.notna(value)
         if has:
             err = [[value - k["low"]], [k["high"] - value]] if k["repeats"] > 1 else None
             ax.barh(i, value, color=pal[k["variant"]], xerr=err, capsize=3,
                     hatch="//" if k["bound"] == "lower" else None)
         label = ("≥ " if k["bound"] == "lower" else "") + (
-            f"{value:,.0f} msg/s" if has else "no knee") + (
+            f"{value:,.0f} msg/s" if has else "no knee: the first step failed"
+            if k["bound"] == "none" else "no knee") + (
             f", first failing {k['next_msg_s']:,.0f}" if pd.notna(k["next_msg_s"]) else "") + (
             f" (bound {k['bound']})" if k["bound"] else "") + (
             f" (median of {k['repeats']} repeats)" if k["repeats"] > 1 else "")
