@@ -366,6 +366,14 @@ def blocking_findings(agg):
     return items
 
 
+def delta(row, ref, metric):
+    """``row``'s metric minus the reference row's, in ms ('–' where either cell is empty)."""
+    if row.name == ref.name:
+        return "reference"
+    a, b = row[f"{metric}_us"], ref[f"{metric}_us"]
+    return "–" if pd.isna(a) or pd.isna(b) else f"{(a - b) / 1000:+.3f}"
+
+
 def client_transport(agg):
     """Rows of variants measured with several (client, transport) at one load point, and the
     p50/p99 difference of each from the group's lean · websocket row (or its first)."""
@@ -380,11 +388,7 @@ def client_transport(agg):
         for _, r in g.sort_values(["client", "transport"]).iterrows():
             rows.append([r["variant"], where(r), r["client"] or "?", r["transport"],
                          value_text(r, "p50"), value_text(r, "p99"),
-                         "reference" if r.name == ref.name else
-                         f"{(r['p50_us'] - ref['p50_us']) / 1000:+.3f}",
-                         "reference" if r.name == ref.name else
-                         ("–" if pd.isna(r["p99_us"]) or pd.isna(ref["p99_us"])
-                          else f"{(r['p99_us'] - ref['p99_us']) / 1000:+.3f}")])
+                         *[delta(r, ref, m) for m in METRICS]])
     return rows
 
 
