@@ -15,6 +15,7 @@ from bench.plan import steps as plan
 from bench.plan.scenarios import SCENARIOS
 from bench.plan import registry
 from bench.errors import ResultsWriteError, UsageError
+from bench.distributed import DistributedError
 
 
 class Parser(argparse.ArgumentParser):
@@ -76,6 +77,13 @@ def build_parser():
     rp.add_argument("--allow-remote", action="store_true",
                     help="allow --target beyond loopback (refused here: loopback only)")
     rp.add_argument("--quick", action="store_true", help="about 1 s per step, one repeat")
+    dp = rp.add_argument_group("load from several machines (python -m bench worker)")
+    dp.add_argument("--expect-workers", type=whole, help="be the master: wait for N workers "
+                    "and split every step's connections and rate over them")
+    dp.add_argument("--master-bind", help="HOST:PORT the master listens on for workers "
+                    "(127.0.0.1:5557; beyond loopback needs --allow-remote)")
+    dp.add_argument("--worker-wait", type=positive_float, default=60.0,
+                    help="seconds to wait for the workers to join (60)")
     sc = rp.add_argument_group("scenario settings")
     sc.add_argument("--slo-p99-ms", type=positive_float, help="sweep SLO: p99 limit (50 ms)")
     sc.add_argument("--slo-ok", type=positive_float, help="sweep SLO: acked fraction (0.999)")
@@ -104,6 +112,19 @@ def build_parser():
     cmp_.add_argument("--threshold", type=positive_float, default=0.10,
                       help="relative change that counts as a regression (0.10)")
     cmp_.add_argument("--force", action="store_true", help="compare incomparable runs anyway")
+
+    wp = sub.add_parser("worker", help="a load machine of a distributed run: serve the "
+                        "master's steps until it ends the run")
+    wp.add_argument("--master", required=True, help="HOST:PORT of the master "
+                    "(python -m bench run --expect-workers N --master-bind HOST:PORT)")
+    wp.add_argument("--drivers", type=whole, default=1,
+                    help="driver processes on this machine (1)")
+    wp.add_argument("--connect-timeout", type=positive_float, default=60.0,
+                    help="give up when no master answers within S seconds (60)")
+    wp.add_argument("--master-timeout", type=positive_float, default=10.0,
+                    help="leave when the master is silent for S seconds (10)")
+    wp.add_argument("--workdir", help="keep driver and engine logs here (default: a temporary "
+                    "folder, removed at the end)")
 
     cp = sub.add_parser("calibrate", help="the driver's own floor and capacity")
     cp.add_argument("--json", action="store_true", help="print one JSON object")
@@ -145,6 +166,7 @@ def cmd_run(args):
         raise UsageError("--variants is empty")
     variants = ["target"] if target else [v.name for v in reg.select(names, args.group)]
     scenarios = args.scenario or ["echo", "rate"]
+    bind = distributed_bind(args)
     options = dict(rate=args.rate, connections=args.connections, duration=args.duration,
                    warmup=args.warmup, repeats=args.repeats, payload=args.payload,
                    seed=args.seed, quick=args.quick, slo_p99_ms=args.slo_p99_ms,
@@ -162,12 +184,25 @@ def cmd_run(args):
     run_dir = results.create_run_dir(args.out, args.label)
     resolved.update(variants=variants, scenarios=scenarios, pin=not args.no_pin, app=args.app,
                     label=args.label, target=args.target)
+    workers = None
+    if bind:
+        from bench.distributed.master import Coordinator
+        resolved.update(expect_workers=args.expect_workers, master_bind="%s:%d" % bind)
+        workers = Coordinator(bind, args.expect_workers, os.path.join(run_dir, "logs"),
+                              args.worker_wait)
+        print(f"bench: master on {bind[0]}:{bind[1]}, waiting up to {args.worker_wait:g} s "
+              f"for {args.expect_workers} workers", file=sys.stderr, flush=True)
     progress = Progress(len(steps))
     print(f"bench: {len(steps)} steps -> {run_dir}", file=sys.stderr, flush=True)
     try:
-        rows = execute(reg, steps, resolved, run_dir, progress, app=args.app, target=target)
+        if workers:
+            workers.start()
+        rows = execute(reg, steps, resolved, run_dir, progress, app=args.app, target=target,
+                       workers=workers)
     finally:
         progress.close()
+        if workers:
+            workers.close()
     print_table(rows)
     if not args.no_report:
         from bench.output import report
@@ -194,6 +229,28 @@ def print_plan(steps, o, reg, target):
 
 
 LOOPBACK = ("localhost", "::1")
+
+
+def distributed_bind(args):
+    """(host, port) the master binds when the run has workers, else None."""
+    from bench.distributed import DEFAULT_BIND, parse_hostport
+    if args.expect_workers is None:
+        if args.master_bind:
+            raise UsageError("--master-bind needs --expect-workers N")
+        return None
+    if args.expect_workers < 1:
+        raise UsageError(f"--expect-workers must be at least 1, got {args.expect_workers}")
+    return parse_hostport(args.master_bind or DEFAULT_BIND, "--master-bind", args.allow_remote)
+
+
+def cmd_worker(args):
+    from bench.distributed import parse_hostport
+    from bench.distributed.worker import serve
+    master = parse_hostport(args.master, "--master")
+    if args.drivers < 1:
+        raise UsageError(f"--drivers must be at least 1, got {args.drivers}")
+    return serve(master, drivers=args.drivers, connect_timeout=args.connect_timeout,
+                 master_timeout=args.master_timeout, workdir=args.workdir)
 
 
 def parse_target(url, allow_remote):
@@ -295,7 +352,7 @@ def cmd_compare(args):
 
 
 COMMANDS = {"list": cmd_list, "run": cmd_run, "report": cmd_report, "compare": cmd_compare,
-            "calibrate": cmd_calibrate}
+            "calibrate": cmd_calibrate, "worker": cmd_worker}
 
 
 class Interrupted(BaseException):
@@ -329,6 +386,9 @@ def main(argv=None):
         return 130
     except ResultsWriteError as exc:
         print(f"bench: error: cannot write results: {exc}", file=sys.stderr)
+        return 1
+    except DistributedError as exc:
+        print(f"bench: error: {exc}", file=sys.stderr)
         return 1
     finally:
         lifecycle.kill_all_groups()

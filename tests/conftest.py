@@ -27,7 +27,8 @@ import psutil
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-HARNESS_PARTS = ("servers/launch.py", "bench.driver.lean", "bench.driver.polling", "bench.driver.refserver")
+HARNESS_PARTS = ("servers/launch.py", "bench.driver.lean", "bench.driver.polling", "bench.driver.refserver",
+                 "bench.distributed.engine", "bench worker")
 TOKEN_VAR = "BENCH_TEST_SESSION"
 TOKEN = os.environ.setdefault(TOKEN_VAR, uuid.uuid4().hex)
 GRACE_S = 5.0

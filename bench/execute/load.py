@@ -90,11 +90,13 @@ def _merge(paths):
     return {k: v[order] for k, v in merged.items()}
 
 
-def run_load(job, workdir, workers=1, client="lean", on_start=None):
+def run_load(job, workdir, workers=1, client="lean", on_start=None, start_at=None):
     """Run ``job`` split over ``workers`` processes; return a :class:`Load`.
 
     ``on_start(pids, t0)`` is called once all workers are connected (resource sampling hooks
-    in there). Every worker is killed in ``finally`` whatever happens.
+    in there). ``start_at()``, if given, returns the start time t0 (monotonic ns) instead of
+    "now + 100 ms" (a distributed worker waits there for the master's agreed start).
+    Every worker is killed in ``finally`` whatever happens.
     """
     procs, outs = [], []
     log_path = os.path.join(workdir, "driver.log")
@@ -117,7 +119,7 @@ def run_load(job, workdir, workers=1, client="lean", on_start=None):
             if line != "ready":
                 raise DriverError(f"driver said {line[:80]!r} instead of ready: "
                                   f"{lifecycle.stderr_note(log_path, offset)}")
-        t0 = time.monotonic_ns() + 100_000_000
+        t0 = start_at() if start_at else time.monotonic_ns() + 100_000_000
         if on_start:
             on_start([p.pid for p in procs], t0)
         for p in procs:

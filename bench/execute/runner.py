@@ -13,10 +13,12 @@ def variant_records(registry, steps, options):
             {"target": options.get("target")} for n in dict.fromkeys(s.variant for s in steps)}
 
 
-def execute(registry, steps, options, run_dir, progress, app=None, target=None):
-    """Run every step of the plan into ``run_dir``; returns the summary rows (not aggregates)."""
+def execute(registry, steps, options, run_dir, progress, app=None, target=None, workers=None):
+    """Run every step of the plan into ``run_dir``; returns the summary rows (not aggregates).
+    ``workers``: a distributed Coordinator whose workers drive the load (meta ``distributed``)."""
     started_wall = time.time()
-    runner_ = StepRunner(registry, None, options, started_wall, app=app, target=target)
+    runner_ = StepRunner(registry, None, options, started_wall, app=app, target=target,
+                         workers=workers)
     pinning = dict(enabled=runner_.server_cpus is not None, server_cpus=runner_.server_cpus,
                    driver_cpus=runner_.driver_cpus,
                    who="server (and everything it starts) on server_cpus; driver processes "
@@ -25,6 +27,8 @@ def execute(registry, steps, options, run_dir, progress, app=None, target=None):
     folder = RunFolder(run_dir, RunFolder.new_meta(
         steps, options, variant_records(registry, steps, options), pinning))
     runner_.folder = folder
+    if workers:
+        folder.meta["distributed"] = workers.meta  # updated in place as steps run
     folder.start()
     if runner_.driver_cpus:
         os.sched_setaffinity(0, runner_.driver_cpus)

@@ -37,9 +37,11 @@ def cpu_layout(pin):
 class StepRunner:
     """Runs steps against variants of ``registry`` (or ``target``) into ``folder``."""
 
-    def __init__(self, registry, folder, options, run_start, app=None, target=None):
+    def __init__(self, registry, folder, options, run_start, app=None, target=None,
+                 workers=None):
         self.registry, self.folder, self.options = registry, folder, options
         self.app, self.target, self.run_start = app, target, run_start
+        self.workers = workers  # a distributed Coordinator: the load comes from its workers
         self.server_cpus, self.driver_cpus = cpu_layout(options.get("pin", True))
 
     def run(self, step, part=0):
@@ -100,7 +102,9 @@ class StepRunner:
         sampler.start()
         failure = ""
         try:
-            load = run_load(job, self.folder.work, client=client, on_start=on_start)
+            load = self.workers.run_load(job, client=client, on_start=on_start) \
+                if self.workers else run_load(job, self.folder.work, client=client,
+                                              on_start=on_start)
         except DriverError as exc:
             if exc.partial is None:
                 return [recorder.failed_row(step, transport, f"driver failed: {exc}",

@@ -64,8 +64,10 @@ class Job:
                                                                                  or self.connections))
 
     def share(self, worker, workers, out):
-        """This job's part for driver process ``worker`` of ``workers``."""
-        return replace(self, conns=tuple(range(self.connections))[worker::workers], out=out)
+        """This job's part for driver process ``worker`` of ``workers`` (of the job's own
+        connections when it is already a share, e.g. one machine's in a distributed run)."""
+        mine = self.conns or tuple(range(self.connections))
+        return replace(self, conns=tuple(mine)[worker::workers], out=out)
 
     def dump(self, path):
         with open(path, "w") as f:

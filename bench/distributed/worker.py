@@ -1,0 +1,122 @@
+"""``python -m bench worker --master HOST:PORT``: one load machine of a distributed run.
+
+Starts the Locust engine in worker mode (its own process: Locust's gevent never enters this
+one), says hello, then serves steps until the master ends the run: for each step it runs the
+lean driver processes of its share through :func:`bench.execute.load.run_load`, on the start
+instant the master sends (a wall-clock instant in this machine's clock, mapped here to the
+monotonic clock the drivers use), and sends the per-message arrays back. Bounded everywhere:
+no master within ``--connect-timeout`` → exit 1; the master silent for ``--master-timeout``
+(its engine's heartbeats) → the engine quits and so does this process; every driver process
+is killed in ``finally``.
+"""
+import os
+import shutil
+import socket
+import sys
+import tempfile
+import time
+from dataclasses import replace
+
+from bench.distributed.bridge import Engine, EngineGone, pack
+from bench.distributed.master import job_from_dict
+from bench.execute.load import DriverError, run_load
+from bench.plan.job import Outcome
+
+
+def say(text):
+    print(f"bench worker: {text}", file=sys.stderr, flush=True)
+
+
+class MasterEnded(Exception):
+    pass
+
+
+def serve(master, drivers=1, connect_timeout=60.0, master_timeout=10.0, workdir=None,
+          cpus=()):
+    host, port = master
+    keep = workdir is not None
+    workdir = workdir or tempfile.mkdtemp(prefix="bench-worker-")
+    os.makedirs(workdir, exist_ok=True)
+    log_path = os.path.join(workdir, "engine.log")
+    engine = Engine("worker", host, port, log_path,
+                    extra=["--connect-timeout", str(connect_timeout),
+                           "--master-timeout", str(master_timeout)])
+    steps = 0
+    try:
+        try:
+            ev = engine.recv(time.monotonic() + connect_timeout + 15)
+        except EngineGone as exc:
+            say(f"no master at {host}:{port}: {exc}")
+            return 1
+        if not ev or ev.get("event") != "connected":
+            say(f"no master answered at {host}:{port} within {connect_timeout:g} s")
+            return 1
+        engine.send(op="send", type="bench_hello",
+                    data=dict(host=socket.gethostname(), pid=os.getpid(), drivers=drivers))
+        say(f"connected to the master at {host}:{port} as {ev['node']}")
+        while True:
+            try:
+                ev = engine.recv(time.monotonic() + 60)
+                if ev and ev.get("event") == "message" and ev.get("type") == "bench_step":
+                    steps += 1
+                    run_step(engine, ev["data"], workdir, drivers, tuple(cpus or ()))
+                    continue
+            except EngineGone as exc:
+                say(f"the engine ended (master gone?): {exc}")
+                return 1
+            except MasterEnded as exc:
+                say(f"{exc}; served {steps} steps")
+                return 0
+            if ev is None:
+                continue  # the engine ends itself when the master goes silent
+            if ev.get("event") == "quit":
+                say(f"{ev.get('why')}; served {steps} steps")
+                return 0
+    finally:
+        engine.close()
+        if not keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def run_step(engine, data, workdir, drivers, cpus):
+    sid = data["step"]
+    job = replace(job_from_dict(data["job"]), cpus=cpus, spin=False)
+    n_drivers = max(1, min(drivers, len(job.conns) or job.connections))
+    go = {}
+
+    def start_at():
+        """Say ready, then wait for the master's start instant; map it to our monotonic."""
+        engine.send(op="send", type="bench_ready", data=dict(step=sid))
+        deadline = time.monotonic() + job.deadline + 30
+        while True:
+            ev = engine.recv(deadline)
+            if ev is None:
+                raise DriverError("the master never said go")
+            if ev.get("event") == "quit":
+                go["ended"] = ev.get("why")
+                raise DriverError("the master ended the run before the start")
+            data_ = ev.get("data") or {}
+            if ev.get("type") == "bench_abort" and data_.get("step") == sid:
+                raise DriverError("the master aborted the step")
+            if ev.get("type") == "bench_go" and data_.get("step") == sid:
+                now_wall, now_mono = time.time_ns(), time.monotonic_ns()
+                go["margin_ns"] = data_["start_wall_ns"] - now_wall  # < 0: the go came late
+                return now_mono + (data_["start_wall_ns"] - now_wall)
+
+    try:
+        load = run_load(job, workdir, workers=n_drivers, client=data.get("client", "lean"),
+                        start_at=start_at)
+        arrays = load.arrays
+        result = dict(step=sid, ok=True, arrays=pack(arrays), t0=load.t0,
+                      busy_share=load.busy_share)
+    except DriverError as exc:
+        if "ended" in go:
+            raise MasterEnded(go["ended"]) from None
+        arrays = exc.partial.arrays if exc.partial else None
+        result = dict(step=sid, ok=False, error=str(exc)[:400], arrays=pack(arrays), t0=exc.t0)
+    result["margin_ns"] = go.get("margin_ns")
+    n = len(arrays["intended"]) if arrays is not None else 0
+    ok = int((arrays["outcome"] == int(Outcome.OK)).sum()) if arrays is not None else 0
+    say(f"step {sid}: {len(job.conns)} connections, {n} messages, {ok} ok"
+        + ("" if result["ok"] else f"; failed: {result['error']}"))
+    engine.send(op="send", type="bench_result", data=result)
