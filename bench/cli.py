@@ -192,6 +192,9 @@ def cmd_run(args):
                               args.worker_wait)
         print(f"bench: master on {bind[0]}:{bind[1]}, waiting up to {args.worker_wait:g} s "
               f"for {args.expect_workers} workers", file=sys.stderr, flush=True)
+        if args.allow_remote and not target:
+            print("bench: warning: the servers the master spawns listen on 127.0.0.1; workers "
+                  "on other machines need --target", file=sys.stderr, flush=True)
     progress = Progress(len(steps))
     print(f"bench: {len(steps)} steps -> {run_dir}", file=sys.stderr, flush=True)
     try:

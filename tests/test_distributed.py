@@ -59,6 +59,7 @@ def test_master_and_two_workers_measure_what_one_machine_measures(bench, refserv
         assert master.returncode == 0, m_err[-3000:]
         w_outs = finish(bench, workers, timeout=30)  # they leave when the master ends the run
         assert [w.returncode for w in workers] == [0, 0], [e[-500:] for _, e in w_outs]
+        assert all("the master ended the run" in e for _, e in w_outs), w_outs
     finally:
         for p in [master, *workers]:
             bench.kill(p)
@@ -147,7 +148,6 @@ def test_a_worker_killed_mid_step_is_a_failed_share(bench, refserver, tmp_path):
 @pytest.mark.parametrize("args, says", [
     (("run", "--expect-workers", "2", "--master-bind", "0.0.0.0:5557"), "--allow-remote"),
     (("run", "--master-bind", "127.0.0.1:5557"), "needs --expect-workers"),
-    (("run", "--expect-workers", "0"), "at least 1"),
     (("run", "--expect-workers", "1", "--master-bind", "127.0.0.1:99999"), "1..65535"),
     (("worker", "--master", "nohost"), "HOST:PORT"),
     (("worker",), "--master"),

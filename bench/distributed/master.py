@@ -30,6 +30,7 @@ import numpy as np
 
 from bench.distributed import DistributedError
 from bench.distributed.bridge import Engine, EngineGone, unpack
+from bench.execute import lifecycle
 from bench.execute.load import DriverError, Load
 from bench.output import results
 from bench.plan.job import Job, Outcome
@@ -192,6 +193,10 @@ class Coordinator:
     # ----------------------------------------------------------------- start / stop
     def start(self):
         self.engine = Engine("master", self.host, self.port, self.log_path)
+        # Not in the lifecycle's kill-everything list: the run's own cleanup would kill it
+        # before it could tell the workers the run is over. close() stops it in the CLI's
+        # finally, and it quits by itself when this process's end closes its stdin.
+        lifecycle.LIVE_GROUPS.discard(self.engine.proc.pid)
         try:
             ev = self.engine.recv(time.monotonic() + 30)
         except EngineGone as exc:
