@@ -4,6 +4,7 @@ import os
 import signal
 import sys
 import time
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -170,3 +171,33 @@ def test_waits_are_bounded_without_the_other_side(bench, tmp_path):
     assert m.returncode == 1 and "0 of 1 workers joined within 1 s" in m.stderr, m.stderr
     assert "Traceback" not in m.stderr + w.stderr
     assert time.monotonic() - t < 25
+
+
+def test_a_lost_share_is_its_whole_schedule_with_what_it_saved_kept():
+    """Pure merge rules: a failed share's unsent messages are added as errors, the messages
+    it saved are kept as measured, and shifting onto the master's clock leaves 0 as 0."""
+    from bench.distributed.master import counted_share, merge, shifted
+    from bench.driver.lean import open_schedule
+    from bench.plan.job import Job, Outcome
+
+    job = Job(targets=(("127.0.0.1", 1),), connections=4, rate=100.0, warmup=0.5,
+              duration=1.5, conns=(1, 3))
+    t0 = 10**12
+    conn, intended = open_schedule(job, t0)
+    assert len(intended) == 100  # half of 200: connections 1 and 3
+    saved = dict(conn=conn[:30], intended=intended[:30], sent=intended[:30] + 5,
+                 received=np.where(np.arange(30) < 20, intended[:30] + 50, 0),
+                 outcome=np.where(np.arange(30) < 20, int(Outcome.OK),
+                                  int(Outcome.TIMEOUT)).astype(np.int8),
+                 recv_wait=np.zeros(30, np.int64))
+    share = counted_share(job, saved, t0)
+    assert len(share["intended"]) == 100 and len(np.unique(share["intended"])) == 100
+    assert (share["outcome"] == int(Outcome.OK)).sum() == 20
+    assert (share["outcome"] == int(Outcome.TIMEOUT)).sum() == 10
+    assert (share["outcome"] == int(Outcome.UNSENT)).sum() == 70
+    moved = shifted(saved, -7)
+    assert (moved["received"][20:] == 0).all() and (moved["received"][:20] ==
+                                                     saved["received"][:20] - 7).all()
+    other = counted_share(replace(job, conns=(0, 2)), None, t0)
+    both = merge([share, other])
+    assert len(both["intended"]) == 200 and np.all(np.diff(both["intended"]) > 0)

@@ -54,7 +54,7 @@ class WorkerInfo:
     hello: bool = False
     clocked: bool = False
     alive: bool = True
-    lost_why: str = ""
+    lost_why: str = ""                  # why it was lost (or "back after: ..." once rejoined)
 
     @property
     def label(self):
@@ -156,7 +156,9 @@ class Coordinator:
     def handle(self, ev):
         kind, node = ev.get("event"), ev.get("node")
         if kind == "joined":
-            self.workers.setdefault(node, WorkerInfo(node))
+            w = self.workers.setdefault(node, WorkerInfo(node))
+            if not w.alive:  # came back (Locust's heartbeats resumed): later steps use it
+                w.alive, w.lost_why = True, f"back after: {w.lost_why}"
         elif kind == "clock" and node in self.workers:
             w = self.workers[node]
             if ev.get("offset_ns") is not None:
