@@ -29,9 +29,9 @@ def run_args(url, out, *extra):
             "--no-report", *extra)
 
 
-def start_workers(bench, port, n=2):
-    return [bench.popen("worker", "--master", f"127.0.0.1:{port}", "--connect-timeout", 30)
-            for _ in range(n)]
+def start_workers(bench, port, drivers=(1, 1)):
+    return [bench.popen("worker", "--master", f"127.0.0.1:{port}", "--connect-timeout", 30,
+                        "--drivers", d) for d in drivers]
 
 
 def finish(bench, procs, timeout=60):
@@ -54,7 +54,7 @@ def test_master_and_two_workers_measure_what_one_machine_measures(bench, refserv
     master = bench.popen(*run_args(refserver, tmp_path / "dist", "--duration", DURATION,
                                    "--expect-workers", 2, "--master-bind", f"127.0.0.1:{port}",
                                    "--worker-wait", 30))
-    workers = start_workers(bench, port)
+    workers = start_workers(bench, port, drivers=(2, 1))  # a worker's share splits again
     try:
         (m_out, m_err), = finish(bench, [master], timeout=120)
         assert master.returncode == 0, m_err[-3000:]
@@ -82,6 +82,7 @@ def test_master_and_two_workers_measure_what_one_machine_measures(bench, refserv
     (step,) = meta["steps"]
     assert [w["status"] for w in step["workers"]] == ["done", "done"]
     assert [w["connections"] for w in step["workers"]] == [CONNS // 2, CONNS // 2]
+    assert sorted(w["drivers"] for w in meta["workers"]) == [1, 2]
     assert sum(w["attempted"] for w in step["workers"]) == d["attempted"]
     assert sum(w["ok"] for w in step["workers"]) == d["ok"]
     # latency: the same server, the same schedule: within noise of each other (other jobs
