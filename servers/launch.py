@@ -18,9 +18,15 @@ elif PATCH == "gevent":
 elif PATCH != "none":
     sys.exit(f"launch: unknown patch {PATCH!r}")
 
+import os  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # repo root
+from servers.nodelay import apply as apply_nodelay  # noqa: E402
+
+apply_nodelay()  # TCP_NODELAY on accepted sockets when BENCH_SERVER_NODELAY=1
+
 import importlib  # noqa: E402
 import json  # noqa: E402
-import os  # noqa: E402
 
 
 def main():
@@ -36,6 +42,7 @@ def main():
 
         app, socketio = create_app(**spec.get("socketio_kwargs", {}))
     host, port = spec["host"], spec["port"]
+    apply_nodelay()  # again: the app may have imported eventlet/gevent itself (idempotent)
     print(f"launch: async_mode={socketio.server.eio.async_mode} patch={PATCH} "
           f"launcher={spec['launcher']} pid={os.getpid()}", file=sys.stderr, flush=True)
     if spec["launcher"] == "app.run":
