@@ -99,6 +99,13 @@ def build_parser():
     sc.add_argument("--block-ms", type=positive_float, help="blocking: ms per block call (50)")
     sc.add_argument("--block-rate", type=positive_float,
                     help="blocking: block calls/s (2), beside the echo traffic")
+    ex = rp.add_argument_group("explaining the numbers")
+    ex.add_argument("--server-nodelay", nargs="?", const="on", choices=["on", "both", "off"],
+                    help="TCP_NODELAY on the server's accepted sockets (bare: on; both: each "
+                    "step without and with it)")
+    ex.add_argument("--profile", nargs="?", const="on", choices=["on", "both", "off"],
+                    help="py-spy flame graphs of the server per step under profiles/ (bare: "
+                    "on; both: each step without and with the profiler)")
     rp.add_argument("--no-report", action="store_true", help=argparse.SUPPRESS)
     rp.add_argument("--variants-file", default=registry.DEFAULT_PATH, help=argparse.SUPPRESS)
 
@@ -176,8 +183,15 @@ def cmd_run(args):
                    connect_rate=args.connect_rate, block_ms=args.block_ms,
                    block_rate=args.block_rate, client=args.client, transport=args.transport,
                    arrivals=args.arrivals, deadline_ms=args.deadline_ms,
-                   sweep_step_max=args.sweep_step_max)
+                   sweep_step_max=args.sweep_step_max, server_nodelay=args.server_nodelay,
+                   profile=args.profile)
     steps, resolved = plan.build(variants, scenarios, options)
+    if target and any(s.profiled or s.server_nodelay for s in steps):
+        raise UsageError("--profile and --server-nodelay act on servers the harness starts; "
+                         "they cannot reach a --target server")
+    if any(s.profiled for s in steps) and not args.dry_run:
+        from bench.execute import profiler
+        profiler.check_permitted()  # one line naming what to change where ptrace is refused
     if args.dry_run:
         print_plan(steps, resolved, reg, target)
         return 0
@@ -303,6 +317,7 @@ def print_table(rows):
         flag = "yes" if r["valid"] else ("DRIVER-BOUND" if r["driver_bound"] else "no")
         flag += " noisy" if r.get("noisy") else ""
         point = r["load_point"] + (f" [{r['recipient']}]" if r.get("recipient") else "")
+        point += " [nodelay]" * bool(r.get("server_nodelay")) + " [py-spy]" * bool(r.get("profiled"))
         via = f"{r.get('client') or '-'}/{r['transport'] or 'failed'}"
         share = r.get("driver_share", float("nan"))
         share = f"{100 * share:5.0f}%" if share == share else f"{'-':>6s}"

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from hdrh.log import HistogramLogWriter
 
-from bench.analysis import stats
+from bench.analysis import nagle, stats
 from bench.plan.job import Outcome
 
 OK, TIMEOUT, DISCONNECT = int(Outcome.OK), int(Outcome.TIMEOUT), int(Outcome.DISCONNECT)
@@ -178,6 +178,7 @@ def summarize_messages(step, load, transport, resources, client, note=""):
     lost = int((outcome == DISCONNECT).sum())
     if lost:
         reasons.append(f"{lost} lost to disconnects")
+    held = nagle.note_for_step(step, (received[ok] - intended[ok]) / 1e6)  # Nagle peak, or ""
     p50 = latency["p50_us"]
     share = (lag_p50 + wait_p50) / p50 if np.isfinite(p50) and p50 > 0 and \
         np.isfinite(wait_p50) else float("nan")
@@ -190,7 +191,7 @@ def summarize_messages(step, load, transport, resources, client, note=""):
         server_cpu_pct=resources.get("server_cpu_pct", float("nan")),
         server_rss_mb=resources.get("server_rss_mb", float("nan")),
         driver_cpu_pct=round(busy, 1), driver_bound=driver_bound,
-        valid=not reasons, note="; ".join(filter(None, [note, *reasons])),
+        valid=not reasons, note="; ".join(filter(None, [note, *reasons, held])),
         hdr=stats.encode(h), hdr_service=stats.encode(hs),
         service_p50_us=service["p50_us"], service_p99_us=service["p99_us"],
         send_lag_p50_us=round(lag_p50, 1), send_lag_p99_us=round(lag_p99, 1),

@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass, replace
 
 from bench.analysis import recorder
-from bench.execute import lifecycle
+from bench.execute import lifecycle, profiler
 from bench.execute.load import DriverError, run_load
 from bench.execute.resources import Sampler
 from bench.execute.verify import verify
@@ -43,6 +43,7 @@ class StepRunner:
         self.app, self.target, self.run_start = app, target, run_start
         self.workers = workers  # a distributed Coordinator: the load comes from its workers
         self.server_cpus, self.driver_cpus = cpu_layout(options.get("pin", True))
+        self.profiles = profiler.Collected(lambda: self.folder.run_dir)
 
     def run(self, step, part=0):
         """The step's summary rows (failures are rows too) and its resource rows."""
@@ -58,9 +59,10 @@ class StepRunner:
             log.write(f"\n=== step {step.index}: {step.scenario} {step.load_point} "
                       f"repeat {step.repeat} ({results.utc_now().isoformat()})\n")
         offset = os.path.getsize(log_path)
+        env = dict(os.environ, BENCH_SERVER_NODELAY="1") if step.server_nodelay else None
         try:
             with lifecycle.serving(lambda port: variant.argv(port, app=self.app), log_path,
-                                   cpus=self.server_cpus) as server:
+                                   cpus=self.server_cpus, env=env) as server:
                 return self.verified(step, server, log_path, offset, part)
         except lifecycle.NotReady as exc:
             return [recorder.failed_row(step, "", f"not ready: {exc}")], []
@@ -93,11 +95,15 @@ class StepRunner:
         sampler = Sampler(step.variant, self.run_start)
         if server.pid:
             sampler.watch("server", [server.pid], tree=True)
+        prof = profiler.for_step(step, server.pid, self.folder.run_dir, self.driver_cpus)
 
         def on_start(pids, t0):
             sampler.watch("driver", pids)
             sampler.mark("measure_start", t0 + int(step.warmup * 1e9))
             sampler.mark("measure_end", t0 + int((step.warmup + step.duration) * 1e9))
+            if prof:  # py-spy runs in the measured window only
+                prof.schedule(t0 + int(step.warmup * 1e9),
+                              t0 + int((step.warmup + step.duration) * 1e9))
 
         sampler.start()
         failure = ""
@@ -112,9 +118,13 @@ class StepRunner:
             load, failure = exc.partial, f"driver failed: {exc}"
         finally:
             sampler.stop()
+            profile = self.profiles.finish(step, prof) if prof else {}
         died = server.status()
         rows = recorder.summarize(step, load, transport, sampler.window(), client,
-                                  "; ".join(filter(None, [note, died, failure])))
+                                  "; ".join(filter(None, [note, died, failure,
+                                                          profile.get("profile_error")])))
+        for row in rows:
+            row.update(profile)
         if died or failure:
             for row in rows:
                 row["valid"] = False

@@ -43,6 +43,8 @@ class Step:
     arrivals: str = "uniform"
     seed: int = 1
     extra: dict = field(default_factory=dict)  # scenario columns (mix, ...)
+    server_nodelay: bool = False        # BENCH_SERVER_NODELAY=1: TCP_NODELAY on accepted sockets
+    profiled: bool = False              # py-spy samples the server in the measured window
 
     @property
     def kind(self):
@@ -124,6 +126,23 @@ def options_with_defaults(options):
     return o
 
 
+TOGGLES = {"server_nodelay": ("--server-nodelay", "server_nodelay"),
+           "profile": ("--profile", "profiled")}
+
+
+def toggled(raw, o):
+    """Each step once per value of ``--server-nodelay`` / ``--profile`` (``both``: off and
+    on, in the same shuffled plan); the value is a Step field and a row column."""
+    for option, (flag, name) in TOGGLES.items():
+        value = o.get(option) or "off"
+        values = {"off": [False], "on": [True], "both": [False, True]}.get(value)
+        if values is None:
+            raise UsageError(f"{flag} must be on, both or off; got {value!r}")
+        raw = [dict(r, **{name: v}, extra=dict(r.get("extra", {}), **{name: v}))
+               for r in raw for v in values]
+    return raw
+
+
 def build(variants, scenarios, options):
     """Every step of the plan, shuffled with ``options['seed']``."""
     o = options_with_defaults(options)
@@ -148,6 +167,7 @@ def build(variants, scenarios, options):
                             blockers=p.blockers, extra=dict(p.extra), client=client,
                             transport=transport,
                             sweep_rates=sweep_rates(o) if scenario.searched else ()))
+    raw = toggled(raw, o)
     random.Random(o["seed"]).shuffle(raw)
     steps = [Step(index=i, warmup=o["warmup"], duration=o["duration"],
                   deadline=o["deadline_ms"] / 1000.0, arrivals=o["arrivals"],

@@ -1,0 +1,196 @@
+"""Report sections that say why: TCP_NODELAY pairs, profiler overhead, where the time went.
+
+All from the results folder alone: summary.csv (the ``server_nodelay`` and ``profiled``
+columns, labelled "TCP_NODELAY" / "profiled" by :func:`bench.output.plots.load`) and
+``profiles/profiles.csv`` + ``profiles/top.csv`` written by a ``--profile`` run.
+"""
+import os
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from bench.output import plots
+
+TOP_PER_VARIANT = 8
+NATIVE = "(native code: no Python frame, e.g. the event loop)"
+
+
+def _ms(us):
+    return "–" if us is None or pd.isna(us) else f"{us / 1000:.3f}"
+
+
+def _ratio(a, b):
+    return "–" if any(pd.isna(v) or not v for v in (a, b)) else f"{b / a:.2f}×"
+
+
+def pairs(agg, column):
+    """Aggregate rows matched off/on for a toggle column: [(key, off row, on row)]."""
+    if column not in agg or not (agg[column] != "").any() or not (agg[column] == "").any():
+        return []
+    other = [e for e in plots.EXTRAS if e in agg and e != column]
+    keys = ["variant", "scenario", "load_point", *other]
+    off = {tuple(r[k] for k in keys): r for _, r in agg[agg[column] == ""].iterrows()}
+    out = []
+    for _, on in agg[agg[column] != ""].iterrows():
+        key = tuple(on[k] for k in keys)
+        if key in off:
+            out.append((key, off[key], on))
+    return sorted(out, key=lambda t: (t[0][1], plots.load_key(t[0][2]), t[0]))
+
+
+def _held(row):
+    note = str(row.get("note") or "")
+    return "yes" if "Nagle signature" in note else ("cluster, not Nagle" if "although the "
+                                                   "server sets TCP_NODELAY" in note else "")
+
+
+def nodelay_blocks(data):
+    found = pairs(data.aggregates, "server_nodelay")
+    if not found:
+        return []
+    table = []
+    for key, off, on in found:
+        where = " · ".join(str(k) for k in key[1:] if k)
+        table.append([key[0], where, _ms(off["p50_us"]), _ms(on["p50_us"]),
+                      _ratio(off["p50_us"], on["p50_us"]), _ms(off["p99_us"]),
+                      _ms(on["p99_us"]), _ratio(off["p99_us"], on["p99_us"]),
+                      _held(off) or "no", _held(on) or "no"])
+    return [("h", 2, "TCP_NODELAY on the server: without and with, side by side"),
+            ("p", "Each step ran twice in one shuffled plan (`--server-nodelay both`): the "
+                  "server's accepted sockets without and with TCP_NODELAY. A ratio well below "
+                  "1 is Nagle's algorithm holding a reply until the client's ACK; the detector "
+                  "column says whether the latencies cluster at the client's delayed-ACK timer "
+                  "or at the per-connection send interval."),
+            ("table", ["variant", "where", "p50 off", "p50 on", "on/off", "p99 off", "p99 on",
+                       "on/off", "Nagle peak (off)", "peak (on)"], table)]
+
+
+def overhead_blocks(data):
+    found = pairs(data.aggregates, "profiled")
+    if not found:
+        return []
+    table = [[key[0], " · ".join(str(k) for k in key[1:] if k), _ms(off["p50_us"]),
+              _ms(on["p50_us"]), _ratio(off["p50_us"], on["p50_us"]), _ms(off["p99_us"]),
+              _ms(on["p99_us"]), _ratio(off["p99_us"], on["p99_us"]),
+              f"{off['server_cpu_pct']:.0f} → {on['server_cpu_pct']:.0f}"
+              if not pd.isna(off["server_cpu_pct"]) and not pd.isna(on["server_cpu_pct"])
+              else "–"]
+             for key, off, on in found]
+    p50 = [on["p50_us"] / off["p50_us"] for _, off, on in found
+           if off["p50_us"] and not pd.isna(off["p50_us"]) and not pd.isna(on["p50_us"])]
+    summary = (f"Median p50 ratio profiled/unprofiled over {len(p50)} pairs: "
+               f"{np.median(p50):.2f}×." if p50 else "")
+    return [("h", 3, "Profiler overhead (`--profile both`)"),
+            ("p", "The same steps without and with py-spy attached (it pauses the server at "
+                  "each sample). " + summary),
+            ("table", ["variant", "where", "p50 off", "p50 profiled", "ratio", "p99 off",
+                       "p99 profiled", "ratio", "server CPU %"], table)]
+
+
+def load_profiles(run_dir):
+    """(profiles.csv, top.csv) frames, empty when the run was not profiled."""
+    base = os.path.join(run_dir, "profiles")
+    read = (lambda name: pd.read_csv(os.path.join(base, name), dtype={"repeat": str})
+            if os.path.exists(os.path.join(base, name)) else pd.DataFrame())
+    return read("profiles.csv"), read("top.csv")
+
+
+def where_time_went(top):
+    """Per variant: functions by self samples summed over its profiled steps, % of them."""
+    if top.empty:
+        return {}
+    top = top.copy()
+    top["function"] = top["function"].where(~top["function"].astype(str).str.match(
+        r"^process \d+$"), NATIVE)
+    top["file"] = top["file"].fillna("")
+    out = {}
+    for variant, rows in top.groupby("variant", sort=True):
+        # each step's top list covers most of its samples; shares are of the listed samples
+        by = rows.groupby(["function", "file"])["self_samples"].sum().sort_values(
+            ascending=False)
+        total = by.sum()
+        out[variant] = [(f, fl, int(n), 100.0 * n / total) for (f, fl), n in by.items()]
+    return out
+
+
+def profile_blocks(data):
+    profiles, top = load_profiles(data.run_dir)
+    if profiles.empty:
+        return []
+    blocks = [("h", 2, "Where the time went (py-spy, measured window only)"),
+              ("p", "Samples taken only while a server thread held the GIL (`py-spy --gil`, "
+                    "200 Hz, the server's whole process tree), so a function's share is a "
+                    "share of the time the server ran Python; GIL held = recorded samples ÷ "
+                    "(rate × sampled seconds). Self time: the innermost frame of each sample.")]
+    tables = where_time_went(top)
+    for variant, rows in tables.items():
+        mine = profiles[profiles["variant"] == variant]
+        gil = pd.to_numeric(mine["gil_held_pct"], errors="coerce").dropna()
+        gil_text = f"GIL held {gil.median():.0f} % of the window (median of {len(gil)} " \
+                   f"steps)" if len(gil) else "GIL share not measured"
+        blocks += [("h", 3, f"{variant}: top self-time functions"), ("p", gil_text),
+                   ("table", ["function", "file", "self samples", "% of samples"],
+                    [[f"`{f}`", fl, n, f"{pct:.1f}"] for f, fl, n, pct in
+                     rows[:TOP_PER_VARIANT]])]
+    steps = data.repeats
+    table = []
+    for _, p in profiles.iterrows():
+        match = steps[(steps["variant"] == p["variant"]) & (steps["scenario"] == p["scenario"])
+                      & (steps["load_point"].astype(str) == str(p["load_point"]))
+                      & (steps["repeat"].astype(str) == str(p["repeat"]))]
+        if "profiled" in match:
+            match = match[match["profiled"] != ""]
+        if "server_nodelay" in match:
+            want = "TCP_NODELAY" if plots._truthy(p.get("server_nodelay")) else ""
+            match = match[match["server_nodelay"] == want]
+        r = match.iloc[0] if len(match) else None
+        first = top[(top["variant"] == p["variant"]) & (top["scenario"] == p["scenario"])
+                    & (top["load_point"].astype(str) == str(p["load_point"]))
+                    & (top["repeat"].astype(str) == str(p["repeat"]))
+                    & (top["server_nodelay"].astype(str) == str(p["server_nodelay"]))]
+        lead = first.sort_values("rank").iloc[0] if len(first) else None
+        links = (f"[flame graph]({p['profile_svg']}) · [speedscope]({p['profile_speedscope']})"
+                 if isinstance(p.get("profile_svg"), str) and p["profile_svg"] else
+                 str(p.get("profile_error") or "no profile"))
+        table.append([p["variant"], p["scenario"], p["load_point"], p["repeat"],
+                      "on" if plots._truthy(p.get("server_nodelay")) else "off",
+                      _ms(r["p50_us"]) if r is not None else "–",
+                      _ms(r["p99_us"]) if r is not None else "–",
+                      f"{p['gil_held_pct']:.0f}" if not pd.isna(p["gil_held_pct"]) else "–",
+                      (f"`{lead['function']}` {lead['pct_samples']:.0f} %"
+                       if lead is not None else "–"), links])
+    blocks += [("h", 3, "Profiled steps"),
+               ("table", ["variant", "scenario", "load point", "repeat", "TCP_NODELAY",
+                          "p50 ms", "p99 ms", "GIL held %", "top function", "profile"], table)]
+    return blocks + overhead_blocks(data)
+
+
+def blocks(data):
+    """Every explain section that applies to this run (none for a plain run)."""
+    return nodelay_blocks(data) + profile_blocks(data)
+
+
+def nodelay_chart(data):
+    """p50 bars (p99 ticks) without and with TCP_NODELAY per step, log scale; None if the
+    run has no pairs."""
+    found = pairs(data.aggregates, "server_nodelay")
+    if not found:
+        return None
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(found) + 2), 4.4), layout="constrained")
+    labels = []
+    for i, (key, off, on) in enumerate(found):
+        for dx, row, alpha in ((-0.2, off, 0.45), (0.2, on, 1.0)):
+            plots._bar(ax, i + dx, row["p50_us"] / 1000, row, 0.38, alpha=alpha)
+            if not pd.isna(row["p99_us"]):
+                ax.plot([i + dx - 0.17, i + dx + 0.17], [row["p99_us"] / 1000] * 2,
+                        color="black", lw=1.4)
+        labels.append("\n".join([key[0], " · ".join(str(k) for k in key[1:] if k)]))
+    ax.set_xticks(range(len(found)), labels, fontsize=7)
+    ax.set_yscale("log")
+    ax.set_ylabel("latency, ms (bar p50, tick p99)")
+    ax.legend(handles=[plt.Rectangle((0, 0), 1, 1, color="0.5", alpha=0.45,
+                                     label="without TCP_NODELAY"),
+                       plt.Rectangle((0, 0), 1, 1, color="0.5", label="with TCP_NODELAY")],
+              fontsize=8, frameon=False)
+    return plots._finish(fig, data, "TCP_NODELAY on the server: without (pale) and with")
