@@ -66,7 +66,8 @@ def test_server_nodelay_removes_the_binary_event_nagle_tail_on_gevent(bench, tmp
     binary = s[(s["load_point"] == "16 KiB binary") & (s["repeat"] != "all")]
     off = binary[~binary["server_nodelay"]].iloc[0]
     on = binary[binary["server_nodelay"]].iloc[0]
-    assert off["p50_us"] / on["p50_us"] > 4, (off["p50_us"], on["p50_us"])
+    # ~20× alone; > 2.5 even with neighbours' load (the peak tests below are the sharp ones)
+    assert off["p50_us"] / on["p50_us"] > 2.5, (off["p50_us"], on["p50_us"])
     assert "Nagle signature" in off["note"] and "--server-nodelay both" in off["note"]
     assert "Nagle" not in str(on["note"]) and "cluster" not in str(on["note"])
     samples = bench.samples(run_dir)
