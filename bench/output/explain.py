@@ -1,16 +1,17 @@
 """Report sections that say why: TCP_NODELAY pairs, profiler overhead, where the time went.
 
-All from the results folder alone: summary.csv (the ``server_nodelay`` and ``profiled``
-columns, labelled "TCP_NODELAY" / "profiled" by :func:`bench.output.plots.load`) and
-``profiles/profiles.csv`` + ``profiles/top.csv`` written by a ``--profile`` run.
+All from the results folder alone (``bench.analysis.reader``): summary.csv's ``server_nodelay``
+and ``profiled`` columns, and ``profiles/profiles.csv`` + ``profiles/top.csv`` written by a
+``--profile`` run. :func:`items` is what the report templates loop over: headings,
+paragraphs and tables, in order.
 """
 import os
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from bench.output import plots
+from bench.analysis.reader import KEY_EXTRAS, _truthy
+from bench.output.plots import style
 
 TOP_PER_VARIANT = 8
 NATIVE = "(native code: no Python frame, e.g. the event loop)"
@@ -24,19 +25,32 @@ def _ratio(a, b):
     return "–" if any(pd.isna(v) or not v for v in (a, b)) else f"{b / a:.2f}×"
 
 
+def _label(column, value):
+    """A key part as the tables show it: toggles by name where on, "" where off."""
+    if column in ("server_nodelay", "profiled"):
+        return {"server_nodelay": "TCP_NODELAY", "profiled": "profiled"}[column] \
+            if _truthy(value) else ""
+    return "" if value is None or value != value else str(value)
+
+
 def pairs(agg, column):
-    """Aggregate rows matched off/on for a toggle column: [(key, off row, on row)]."""
-    if column not in agg or not (agg[column] != "").any() or not (agg[column] == "").any():
+    """Aggregate rows matched off/on for a bool column: [(key labels, off row, on row)]."""
+    if column not in agg or len(agg) == 0:
         return []
-    other = [e for e in plots.EXTRAS if e in agg and e != column]
+    flags = agg[column].map(_truthy)
+    if not flags.any() or flags.all():
+        return []
+    other = [e for e in KEY_EXTRAS  # the extras this run varies (not a lone client name)
+             if e in agg and e != column and agg[e].astype(str).nunique() > 1]
     keys = ["variant", "scenario", "load_point", *other]
-    off = {tuple(r[k] for k in keys): r for _, r in agg[agg[column] == ""].iterrows()}
-    out = []
-    for _, on in agg[agg[column] != ""].iterrows():
-        key = tuple(on[k] for k in keys)
-        if key in off:
-            out.append((key, off[key], on))
-    return sorted(out, key=lambda t: (t[0][1], plots.load_key(t[0][2]), t[0]))
+
+    def key(r):
+        return tuple(_label(k, r[k]) for k in keys)
+    off = {key(r): r for _, r in agg[~flags].iterrows()}
+    out = [(key(on), off[key(on)], on) for _, on in agg[flags].iterrows() if key(on) in off]
+    order = (lambda r: r.get("load_value", np.nan))
+    return sorted(out, key=lambda t: (t[0][1], order(t[2]) if order(t[2]) == order(t[2])
+                                      else float("inf"), t[0]))
 
 
 def _held(row):
@@ -51,7 +65,7 @@ def nodelay_blocks(data):
         return []
     table = []
     for key, off, on in found:
-        where = " · ".join(str(k) for k in key[1:] if k)
+        where = " · ".join(dict.fromkeys(str(k) for k in key[1:] if k))
         table.append([key[0], where, _ms(off["p50_us"]), _ms(on["p50_us"]),
                       _ratio(off["p50_us"], on["p50_us"]), _ms(off["p99_us"]),
                       _ms(on["p99_us"]), _ratio(off["p99_us"], on["p99_us"]),
@@ -70,7 +84,7 @@ def overhead_blocks(data):
     found = pairs(data.aggregates, "profiled")
     if not found:
         return []
-    table = [[key[0], " · ".join(str(k) for k in key[1:] if k), _ms(off["p50_us"]),
+    table = [[key[0], " · ".join(dict.fromkeys(str(k) for k in key[1:] if k)), _ms(off["p50_us"]),
               _ms(on["p50_us"]), _ratio(off["p50_us"], on["p50_us"]), _ms(off["p99_us"]),
               _ms(on["p99_us"]), _ratio(off["p99_us"], on["p99_us"]),
               f"{off['server_cpu_pct']:.0f} → {on['server_cpu_pct']:.0f}"
@@ -140,10 +154,9 @@ def profile_blocks(data):
                       & (steps["load_point"].astype(str) == str(p["load_point"]))
                       & (steps["repeat"].astype(str) == str(p["repeat"]))]
         if "profiled" in match:
-            match = match[match["profiled"] != ""]
+            match = match[match["profiled"].map(_truthy)]
         if "server_nodelay" in match:
-            want = "TCP_NODELAY" if plots._truthy(p.get("server_nodelay")) else ""
-            match = match[match["server_nodelay"] == want]
+            match = match[match["server_nodelay"].map(_truthy) == _truthy(p.get("server_nodelay"))]
         r = match.iloc[0] if len(match) else None
         first = top[(top["variant"] == p["variant"]) & (top["scenario"] == p["scenario"])
                     & (top["load_point"].astype(str) == str(p["load_point"]))
@@ -154,7 +167,7 @@ def profile_blocks(data):
                  if isinstance(p.get("profile_svg"), str) and p["profile_svg"] else
                  str(p.get("profile_error") or "no profile"))
         table.append([p["variant"], p["scenario"], p["load_point"], p["repeat"],
-                      "on" if plots._truthy(p.get("server_nodelay")) else "off",
+                      "on" if _truthy(p.get("server_nodelay")) else "off",
                       _ms(r["p50_us"]) if r is not None else "–",
                       _ms(r["p99_us"]) if r is not None else "–",
                       f"{p['gil_held_pct']:.0f}" if not pd.isna(p["gil_held_pct"]) else "–",
@@ -167,8 +180,23 @@ def profile_blocks(data):
 
 
 def blocks(data):
-    """Every explain section that applies to this run (none for a plain run)."""
+    """Every explain section that applies to this run (none for a plain run), as blocks:
+    ("h", level, text), ("p", text), ("table", headers, rows)."""
     return nodelay_blocks(data) + profile_blocks(data)
+
+
+def items(data):
+    """The blocks as plain dicts for the report templates: kind h / p / table."""
+    out = []
+    for b in blocks(data):
+        if b[0] == "h":
+            out.append(dict(kind="h", level=b[1], text=b[2]))
+        elif b[0] == "p":
+            out.append(dict(kind="p", text=b[1]))
+        else:
+            out.append(dict(kind="table", headers=b[1],
+                            rows=[[str(c) for c in row] for row in b[2]]))
+    return out
 
 
 def nodelay_chart(data):
@@ -177,20 +205,26 @@ def nodelay_chart(data):
     found = pairs(data.aggregates, "server_nodelay")
     if not found:
         return None
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(found) + 2), 4.4), layout="constrained")
+    pal = style.colours(data)
+    fig, axes = style.figure(1, ncols=1, width=max(6.0, 1.1 * len(found) + 2), height=4.0)
+    ax = axes[0]
     labels = []
     for i, (key, off, on) in enumerate(found):
-        for dx, row, alpha in ((-0.2, off, 0.45), (0.2, on, 1.0)):
-            plots._bar(ax, i + dx, row["p50_us"] / 1000, row, 0.38, alpha=alpha)
+        for dx, row, alpha in ((-0.2, off, 0.4), (0.2, on, 1.0)):
+            hatch = style.STYLE[style.flag(row)][1]
+            if not pd.isna(row["p50_us"]):
+                ax.bar(i + dx, row["p50_us"] / 1000, 0.38, color=pal.get(row["series"], "0.5"),
+                       alpha=alpha, hatch=hatch, edgecolor="black" if hatch else "none")
             if not pd.isna(row["p99_us"]):
                 ax.plot([i + dx - 0.17, i + dx + 0.17], [row["p99_us"] / 1000] * 2,
                         color="black", lw=1.4)
-        labels.append("\n".join([key[0], " · ".join(str(k) for k in key[1:] if k)]))
+        labels.append("\n".join([key[0], " · ".join(dict.fromkeys(str(k) for k in key[1:]
+                                                                    if k))]))
     ax.set_xticks(range(len(found)), labels, fontsize=7)
-    ax.set_yscale("log")
-    ax.set_ylabel("latency, ms (bar p50, tick p99)")
-    ax.legend(handles=[plt.Rectangle((0, 0), 1, 1, color="0.5", alpha=0.45,
-                                     label="without TCP_NODELAY"),
-                       plt.Rectangle((0, 0), 1, 1, color="0.5", label="with TCP_NODELAY")],
-              fontsize=8, frameon=False)
-    return plots._finish(fig, data, "TCP_NODELAY on the server: without (pale) and with")
+    style.ms_axis(ax)
+    ax.set_ylabel("latency (ms): bar p50, tick p99")
+    handles = [style.plt.Rectangle((0, 0), 1, 1, color="0.5", alpha=0.4,
+                                   label="without TCP_NODELAY"),
+               style.plt.Rectangle((0, 0), 1, 1, color="0.5", label="with TCP_NODELAY")]
+    return style.finish(fig, data, "TCP_NODELAY on the server: without (pale) and with",
+                        handles)

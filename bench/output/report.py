@@ -15,7 +15,7 @@ import pandas as pd
 
 from bench.analysis import reader, stats
 from bench.analysis.reader import has_data
-from bench.output import plots
+from bench.output import explain, plots
 from bench.output.plots import style
 from bench.output.plots.rows import panels, scenario_rows, splits
 from bench.output.results import atomic_write
@@ -81,6 +81,7 @@ def _inline(text):
     """HTML of a text with the report's two inline marks: **bold** and `code`."""
     text = str(markupsafe.escape(str(text)))
     text = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", text)
+    text = re.sub(r"\[([^\]]+)\]\(([^)\s\"]+)\)", r'<a href="\2">\1</a>', text)
     return markupsafe.Markup(re.sub(r"`(.+?)`", r"<code>\1</code>", text))
 
 
@@ -501,6 +502,7 @@ def context(data, charts):
         findings=findings(data), tables=scenario_tables(data),
         clients=client_transport(data.aggregates),
         logs=log_summary(data.run_dir, data.aggregates["variant"].unique()),
+        explain=explain.items(data),  # TCP_NODELAY pairs, where the time went (issue 15)
         text=TEXT, marking=plots.MARKING,
         charts=[dict(title=title, path=os.path.relpath(path, data.run_dir), data_uri="")
                 for _, title, path in charts])
