@@ -1,4 +1,4 @@
-"""``python -m bench list|run|report|compare|calibrate``.
+"""``python -m bench list|envs|run|report|compare|calibrate``.
 
 Bad input is one line on stderr and exit 2, never a traceback: every user-facing check
 raises UsageError, and argparse's own errors are folded into the same single line.
@@ -46,6 +46,15 @@ def build_parser():
     sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
     lp = sub.add_parser("list", help="variants, scenarios, groups; availability and why not")
     lp.add_argument("--variants-file", default=registry.DEFAULT_PATH, help=argparse.SUPPRESS)
+
+    ep = sub.add_parser("envs", help="build (or with --lock, re-lock) the variants' "
+                        "environments; lists them with their state")
+    ep.add_argument("names", nargs="*", help="environments (default: every one)")
+    ep.add_argument("--lock", action="store_true",
+                    help="refresh the committed locks servers/locks/<environment>.txt")
+    ep.add_argument("--offline", action="store_true", help="install from uv's cache only")
+    ep.add_argument("--list", action="store_true", help="only list, build nothing")
+    ep.add_argument("--variants-file", default=registry.DEFAULT_PATH, help=argparse.SUPPRESS)
 
     rp = sub.add_parser("run", help="run a plan and write a results folder")
     rp.add_argument("--variants", help="comma-separated variant names")
@@ -144,9 +153,12 @@ def cmd_list(args):
     reg = registry.load(args.variants_file)
     print("variants:")
     for name, v in reg.variants.items():
-        why = v.unavailable_reason()
-        state = "available" if not why else f"unavailable: {why}"
-        print(f"  {name:26s} {state:12s} {v.description}")
+        state, why = v.availability()
+        if state == "unavailable":
+            state = f"unavailable: {why}"
+        elif why:
+            state = f"{state} ({why})"
+        print(f"  {name:26s} {state}  -- {v.description}")
     print("groups:")
     for group, members in reg.groups.items():
         print(f"  {group:26s} {', '.join(members)}")
@@ -369,8 +381,37 @@ def cmd_compare(args):
     return compare.run(args.base, args.new, threshold=args.threshold, force=args.force)
 
 
-COMMANDS = {"list": cmd_list, "run": cmd_run, "report": cmd_report, "compare": cmd_compare,
-            "calibrate": cmd_calibrate, "worker": cmd_worker}
+def cmd_envs(args):
+    from bench.execute import environments as envs
+
+    reg = registry.load(args.variants_file)
+    names = args.names or list(reg.environments)
+    unknown = [n for n in names if n not in reg.environments]
+    if unknown:
+        raise UsageError(f"unknown environment {unknown[0]!r} (known: "
+                         f"{', '.join(reg.environments)})")
+    log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
+    failed = 0
+    for name in names:
+        env = reg.environment(name)
+        try:
+            if args.lock:
+                envs.compile_lock(env, log=log, offline=args.offline)
+            elif not args.list and envs.state(env)[0] == "buildable":
+                envs.ensure(env, log=log, offline=args.offline)
+        except envs.BuildError as exc:
+            failed += 1
+            log(f"envs: {name}: {exc}")
+        state, why = envs.state(env)
+        info = envs.built_info(env) if state == "ready" else {}
+        where = os.path.relpath(info["path"], os.getcwd()) if info.get("path") else ""
+        built = f" (built in {info['build_s']:.1f} s)" if "build_s" in info else ""
+        print(f"{name:26s} {state:10s} {where}{built}" + (f" {why}" if why else ""))
+    return 1 if failed else 0
+
+
+COMMANDS = {"list": cmd_list, "envs": cmd_envs, "run": cmd_run, "report": cmd_report,
+            "compare": cmd_compare, "calibrate": cmd_calibrate, "worker": cmd_worker}
 
 
 class Interrupted(BaseException):

@@ -1,6 +1,7 @@
 """Execute a plan: each step through the step runner, sweeps through the sweep search, every
 result into the run folder as it finishes; Ctrl-C or a crash still writes what was measured."""
 import os
+import sys
 import time
 
 from bench.execute import lifecycle, sweep
@@ -11,6 +12,19 @@ from bench.output.runfolder import RunFolder
 def variant_records(registry, steps, options):
     return {n: registry.variants[n].__dict__ if n in registry.variants else
             {"target": options.get("target")} for n in dict.fromkeys(s.variant for s in steps)}
+
+
+def prepare_environments(registry, steps, meta):
+    """Build the variants' environments on first use (bench/execute/environments.py) and
+    record every installed version per environment in meta.json."""
+    from bench.execute import environments
+
+    variants = [registry.variants[n] for n in dict.fromkeys(s.variant for s in steps)
+                if n in registry.variants]
+    packages, records = environments.prepare_for_run(
+        variants, log=lambda text: print(text, file=sys.stderr, flush=True))
+    meta["packages"].update(packages)
+    meta["environments"] = records
 
 
 def execute(registry, steps, options, run_dir, progress, app=None, target=None, workers=None):
@@ -29,6 +43,7 @@ def execute(registry, steps, options, run_dir, progress, app=None, target=None, 
     runner_.folder = folder
     if workers:
         folder.meta["distributed"] = workers.meta  # updated in place as steps run
+    prepare_environments(registry, steps, folder.meta)
     folder.start()
     if runner_.driver_cpus:
         os.sched_setaffinity(0, runner_.driver_cpus)

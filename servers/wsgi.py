@@ -1,0 +1,57 @@
+"""WSGI entry point for the production servers (gunicorn, uWSGI): ``servers.wsgi:app``.
+
+The harness passes what to serve in the environment variable ``BENCH_APP_SPEC`` (JSON:
+``{"socketio_kwargs": {...}, "app": "module:attr" or null}``), set on the server's command
+line (gunicorn ``-e``, uWSGI ``--env``), so the command a user reads in ``logs/`` is the whole
+truth. No monkey patching here: gunicorn's gevent/eventlet workers and uWSGI's
+``--gevent-monkey-patch`` patch before this module is imported.
+"""
+import importlib
+import json
+import os
+import sys
+
+SPEC_VAR = "BENCH_APP_SPEC"
+
+
+def nodelay_if_asked():
+    """TCP_NODELAY on accepted sockets when ``BENCH_SERVER_NODELAY=1`` (servers/nodelay.py)."""
+    if os.environ.get("BENCH_SERVER_NODELAY") != "1":
+        return
+    try:  # servers/nodelay.py is added by another part of the harness; absent = nothing to do
+        from servers import nodelay
+    except ImportError:
+        print("wsgi: BENCH_SERVER_NODELAY=1 but servers/nodelay.py is missing", file=sys.stderr)
+        return
+    nodelay.apply()
+
+
+def load_user_app(target):
+    """``module:attr`` or ``path/to/file.py:attr`` -> the Flask app."""
+    module_name, _, attr = target.rpartition(":") if target.count(":") else (target, "", "app")
+    if module_name.endswith(".py"):
+        sys.path.insert(0, os.path.dirname(os.path.abspath(module_name)))
+        module_name = os.path.basename(module_name)[:-3]
+    module = importlib.import_module(module_name)
+    return getattr(module, attr or "app")
+
+
+def make_app(spec=None):
+    """The Flask app (a WSGI callable) the spec asks for."""
+    if spec is None:
+        spec = json.loads(os.environ.get(SPEC_VAR) or "{}")
+    sys.path.insert(0, os.getcwd())
+    if spec.get("app"):
+        app = load_user_app(spec["app"])
+        socketio = app.extensions["socketio"]
+    else:
+        from servers.app import create_app
+
+        app, socketio = create_app(**spec.get("socketio_kwargs", {}))
+    print(f"wsgi: async_mode={socketio.server.eio.async_mode} pid={os.getpid()}",
+          file=sys.stderr, flush=True)
+    nodelay_if_asked()
+    return app
+
+
+app = make_app()
