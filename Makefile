@@ -1,18 +1,22 @@
 # The two commands a user needs: `make bench` and `make test`. The Makefile builds its own
-# virtualenv (.venv/) from pyproject.toml; Python 3.11 and make are all a machine needs.
+# virtualenv (.venv/) from the committed lock servers/locks/harness.txt (pyproject.toml's
+# dependencies resolved by `python -m bench envs --lock`), so two machines run the same
+# versions; Python 3.11 and make are all a machine needs. uv (pinned in the lock) installs.
 PYTHON ?= python3.11
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+LOCK   := servers/locks/harness.txt
 ARGS   ?=
 
 .PHONY: bench smoke test calibrate soak clean-venv
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	@command -v $(PYTHON) >/dev/null || { echo "make: $(PYTHON) not found (need Python 3.11)" >&2; exit 2; }
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet "$$(grep -m1 '^uv==' $(LOCK))"
+	$(VENV)/bin/uv pip install --quiet --python $(PY) -r $(LOCK)
+	$(VENV)/bin/uv pip install --quiet --python $(PY) --no-deps -e .
 	touch $(STAMP)
 
 bench: $(STAMP)

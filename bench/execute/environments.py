@@ -339,18 +339,18 @@ def built_info(env):
 
 def prepare(envs, log=None):
     """Build every environment of ``envs`` that can be built; returns
-    ``{name: {"python", "build_s", "error"}}`` (error "" when ready)."""
+    ``{name: {"python", "built_now_s", "error"}}`` (error "" when ready)."""
     out = {}
     for env in envs:
         st, why = state(env)
         if st == "unavailable":
-            out[env.name] = dict(python=None, build_s=0.0, error=why)
+            out[env.name] = dict(python=None, built_now_s=0.0, error=why)
             continue
         try:
             py, seconds = ensure(env, log=log)
-            out[env.name] = dict(python=py, build_s=round(seconds, 3), error="")
+            out[env.name] = dict(python=py, built_now_s=round(seconds, 3), error="")
         except BuildError as exc:
-            out[env.name] = dict(python=None, build_s=0.0, error=str(exc))
+            out[env.name] = dict(python=None, built_now_s=0.0, error=str(exc))
     return out
 
 
