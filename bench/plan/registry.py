@@ -74,10 +74,13 @@ class Variant:
                     "--pythonpath", ROOT, "-e", f"{SPEC_VAR}={spec}", *self.server_args,
                     "servers.wsgi:app"]
         if self.launcher == "uwsgi":
-            return [environments.bin_path(env, "uwsgi"), "--http-socket", f"{host}:{port}",
+            return [environments.bin_path(env, "uwsgi"),
+                    "--ini", os.path.join(ROOT, "servers", "uwsgi.ini"),
+                    "--http-socket", f"{host}:{port}",
                     "--processes", str(self.workers), "--pythonpath", ROOT,
                     "--env", f"{SPEC_VAR}={spec}", "--module", "servers.wsgi:app",
-                    "--need-app", "--die-on-term", "--disable-logging", *self.server_args]
+                    "--need-app", "--die-on-term", "--disable-logging", "--show-config",
+                    *self.server_args]
         if self.launcher == "uvicorn":
             workers = ["--workers", str(self.workers)] if self.workers > 1 else []
             # uvicorn has no option that sets the environment: env(1) does it when needed.
