@@ -94,9 +94,8 @@ def test_meta_records_every_installed_version_per_environment(bench, prod_run, r
         packages = meta["packages"][env]
         locked = dict(re.findall(r"^([A-Za-z0-9_.\-]+)==(\S+)",
                                  open(variant.environment_spec.lock_path).read(), re.M))
-        norm = {k.lower().replace("_", "-"): v for k, v in packages.items()}
         for dist, version in locked.items():   # installed exactly what the lock pins
-            assert norm.get(dist.lower().replace("_", "-")) == version, (env, dist)
+            assert packages.get(re.sub(r"[-_.]+", "-", dist).lower()) == version, (env, dist)
         assert meta["environments"][env]["lock"] == f"servers/locks/{env}.txt"
         assert meta["environments"][env]["error"] == ""
     if "gunicorn-eventlet" in prod_run["names"]:

@@ -319,8 +319,8 @@ def environment_versions(env):
     out = {}
     for dist in dists:
         name = dist.metadata["Name"]
-        if name:
-            out[name.lower()] = dist.version
+        if name:   # PEP 503 names, as in the locks: zope.event -> zope-event
+            out[re.sub(r"[-_.]+", "-", name).lower()] = dist.version
     return dict(sorted(out.items()))
 
 
