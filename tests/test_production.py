@@ -154,6 +154,7 @@ def test_gunicorn_worker_that_never_becomes_ready_is_a_failed_row(bench, tmp_pat
     started = time.monotonic()
     r = bench.run("run", "--variants", "gunicorn-gthread", "--app", "hanging_wsgi:app",
                   "--scenario", "echo", "--duration", "0.5", "--warmup", "0", "--repeats", "1",
+                  "--deadline-ms", "1500",
                   "--out", out, "--no-report", cwd=tmp_path, timeout=120)
     elapsed = time.monotonic() - started
     assert r.returncode == 0, r.stderr[-2000:]
