@@ -288,9 +288,14 @@ def ensure(env, log=None, offline=False):
         try:
             _run([uv, "venv", "--quiet", "--python", base_python(), target], log_path,
                  LOCK_TIMEOUT_S, env=_uv_env())
-            _run([uv, "pip", "install", "--quiet", "--python", python(env),
-                  *(["--offline"] if offline else []), "-r", env.lock_path],
-                 log_path, BUILD_TIMEOUT_S, env=_uv_env())
+            install = [uv, "pip", "install", "--quiet", "--python", python(env), "-r",
+                       env.lock_path]
+            try:   # the lock pins exact versions: uv's cache first, the index only if needed
+                _run(install + ["--offline"], log_path, BUILD_TIMEOUT_S, env=_uv_env())
+            except BuildError:
+                if offline:
+                    raise
+                _run(install, log_path, BUILD_TIMEOUT_S, env=_uv_env())
         except BaseException:
             shutil.rmtree(target, ignore_errors=True)
             raise
