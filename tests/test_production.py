@@ -171,6 +171,41 @@ def test_gunicorn_worker_that_never_becomes_ready_is_a_failed_row(bench, tmp_pat
     assert elapsed < 60
 
 
+def test_environment_that_cannot_be_built_is_a_failed_row_and_the_run_goes_on(bench, tmp_path):
+    shipped = open(registry.DEFAULT_PATH).read()
+    path = tmp_path / "variants.toml"
+    path.write_text(shipped + textwrap.dedent("""
+        [environments.broken]
+        requirements = ["flask", "bench-test-no-such-distribution-xyz"]
+
+        [variants.broken-env]
+        description = "test only: an environment uv cannot resolve"
+        launcher = "gunicorn"
+        worker_class = "gthread"
+        patch = "none"
+        environment = "broken"
+    """))
+    out = tmp_path / "out"
+    r = bench.run("run", "--variants-file", path, "--variants", "broken-env,socketio-run-gevent",
+                  "--scenario", "echo", "--quick", "--duration", "0.3", "--warmup", "0",
+                  "--out", out, "--no-report", timeout=180,
+                  env=bench.env(BENCH_ENVS_DIR=tmp_path / "envs"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    [run_dir] = bench.run_dirs(out)
+    summary = bench.summary(run_dir)
+    broken = summary[(summary["variant"] == "broken-env") & (summary["repeat"] == "1")].iloc[0]
+    note = str(broken["note"])
+    assert note.startswith("unavailable: building it failed:") and "\n" not in note, note
+    assert "bench-test-no-such-distribution-xyz" in note, note
+    assert not bool(broken["valid"]) and broken["attempted"] == 0
+    fine = summary[(summary["variant"] == "socketio-run-gevent") & (summary["repeat"] == "1")]
+    assert fine.iloc[0]["ok"] > 0
+    meta = bench.meta(run_dir)
+    assert "no-such-distribution" in meta["environments"]["broken"]["error"]
+    assert not (tmp_path / "locks" / "broken.txt").exists()   # no lock from a failed compile
+    assert "Traceback" not in r.stderr
+
+
 def test_unknown_worker_class_is_one_line_and_exit_2(bench, tmp_path):
     shipped = open(registry.DEFAULT_PATH).read()
     assert 'worker_class = "gthread"' in shipped

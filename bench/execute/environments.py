@@ -34,6 +34,7 @@ HARNESS_LOCK = os.path.join(ROOT, "servers", "locks", "harness.txt")
 BUILD_TIMEOUT_S = 900.0     # uWSGI compiles from source (~22 s here); a slow CI gets room
 LOCK_TIMEOUT_S = 300.0
 MARKER = "bench-env.json"   # written last: an environment without it is not built
+FAILED = {}                 # environment path -> why its build failed (in this process)
 COMPILE_COMMAND = "python -m bench envs --lock"
 
 # Things outside Python an environment or variant may need: how to check, how to fix.
@@ -163,6 +164,8 @@ def state(env):
         return "unavailable", f"{unmet[0]}: {unmet[1]}"
     if is_built(env):
         return "ready", ""
+    if path(env) in FAILED:
+        return "unavailable", f"building it failed: {FAILED[path(env)]}"
     if not uv_bin():
         return "unavailable", "uv not found: pip install uv (or make .venv/.installed)"
     how = "built" if os.path.exists(env.lock_path) else "locked and built"
@@ -355,6 +358,7 @@ def prepare(envs, log=None):
             py, seconds = ensure(env, log=log)
             out[env.name] = dict(python=py, built_now_s=round(seconds, 3), error="")
         except BuildError as exc:
+            FAILED[path(env)] = str(exc)
             out[env.name] = dict(python=None, built_now_s=0.0, error=str(exc))
     return out
 
