@@ -10,7 +10,7 @@ import os
 import signal
 import sys
 
-from bench.execute import lifecycle
+from bench.execute import deployment, lifecycle
 from bench.plan import steps as plan
 from bench.plan.scenarios import SCENARIOS
 from bench.plan import registry
@@ -38,6 +38,13 @@ def whole(text):
         return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+
+
+def whole_list(text):
+    values = [whole(part) for part in text.split(",") if part.strip()]
+    if not values:
+        raise argparse.ArgumentTypeError(f"not a list of whole numbers: {text!r}")
+    return tuple(values)
 
 
 def build_parser():
@@ -115,6 +122,12 @@ def build_parser():
     ex.add_argument("--profile", nargs="?", const="on", choices=["on", "both", "off"],
                     help="py-spy flame graphs of the server per step under profiles/ (bare: "
                     "on; both: each step without and with the profiler)")
+    so = rp.add_argument_group("scale-out")
+    so.add_argument("--servers", type=whole, help="server processes of a scale-out variant (2)")
+    so.add_argument("--emit-rate", type=positive_float, help="emit: emits/s (20)")
+    so.add_argument("--members", type=whole_list, help="fanout/emit room sizes N[,N...] (50)")
+    so.add_argument("--tls", action="store_true",
+                    help="nginx variants: terminate TLS in nginx, clients use wss")
     rp.add_argument("--no-report", action="store_true", help=argparse.SUPPRESS)
     rp.add_argument("--variants-file", default=registry.DEFAULT_PATH, help=argparse.SUPPRESS)
 
@@ -156,6 +169,8 @@ def cmd_list(args):
         state, why = v.availability()
         if state == "unavailable":
             state = f"unavailable: {why}"
+        elif deployment.unavailable_reason(v):  # redis-server / nginx a topology names
+            state = f"unavailable: {deployment.unavailable_reason(v)}"
         elif why:
             state = f"{state} ({why})"
         print(f"  {name:26s} {state}  -- {v.description}")
@@ -196,7 +211,8 @@ def cmd_run(args):
                    block_rate=args.block_rate, client=args.client, transport=args.transport,
                    arrivals=args.arrivals, deadline_ms=args.deadline_ms,
                    sweep_step_max=args.sweep_step_max, server_nodelay=args.server_nodelay,
-                   profile=args.profile)
+                   profile=args.profile, emit_rate=args.emit_rate,
+                   members=args.members, servers=args.servers, tls=args.tls or None)
     steps, resolved = plan.build(variants, scenarios, options)
     if target and any(s.profiled or s.server_nodelay for s in steps):
         raise UsageError("--profile and --server-nodelay act on servers the harness starts; "

@@ -29,7 +29,8 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HARNESS_PARTS = ("servers/launch.py", "bench.driver.lean", "bench.driver.polling", "bench.driver.refserver",
                  "bench.distributed.engine", "bench worker", "py-spy",
-                 "gunicorn", "uvicorn", "uwsgi", "servers.wsgi", "servers.asgi_app")
+                 "gunicorn", "uvicorn", "uwsgi", "servers.wsgi", "servers.asgi_app",
+                 "bench/driver/emitter.py", "redis-server", "valkey-server", "nginx")
 TOKEN_VAR = "BENCH_TEST_SESSION"
 TOKEN = os.environ.setdefault(TOKEN_VAR, uuid.uuid4().hex)
 GRACE_S = 5.0
@@ -55,10 +56,27 @@ def _alive(proc):
         return False
 
 
-def _ours(proc):
-    """Started under this test session (its environment carries our token)."""
+SESSION_TEMP = []  # this session's pytest base temp folder (run folders live under it)
+
+
+def pytest_sessionstart(session):
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    if factory is not None:
+        SESSION_TEMP.append(str(factory.getbasetemp()))
+
+
+def _ours(proc, depth=0):
+    """Started under this test session: its environment carries our token; or (nginx, which
+    rewrites its environment area with its process title) its command line names a folder
+    of this session's temp folder; or (nginx's workers) its parent is ours."""
     try:
-        return proc.environ().get(TOKEN_VAR) == TOKEN
+        if proc.environ().get(TOKEN_VAR) == TOKEN:
+            return True
+        cmd = " ".join(proc.cmdline())
+        if SESSION_TEMP and SESSION_TEMP[0] in cmd:
+            return True
+        parent = proc.parent()
+        return depth < 1 and parent is not None and parent.pid > 1 and _ours(parent, depth + 1)
     except psutil.Error:
         return False
 

@@ -13,8 +13,8 @@ KEY = ("variant", "scenario", "load_point", "requested", "recipient",
        "server_nodelay", "profiled")
 COUNTS = ["attempted", "ok", "errors", "timeouts"]
 STATIC = ["target_rate", "connections", "duration_s", "client", "mix", "recipient",
-          "payload_bytes", "binary", "deadline_ms", "arrivals", "servers", "server_nodelay",
-          "profiled", "requested"]
+          "payload_bytes", "binary", "deadline_ms", "arrivals", "servers", "tls",
+          "server_nodelay", "profiled", "requested"]
 SUMMED = ["failed_tcp", "failed_upgrade", "failed_open", "failed_connect", "broadcasts"]
 MEANS = ["server_cpu_pct", "driver_cpu_pct", "lag_p50_us", "send_lag_p50_us",
          "recv_wait_p50_us", "achieved_rate", "sent_rate", "steal_pct", "load_avg",

@@ -61,7 +61,7 @@ def latency_histogram(arrays, mask, deadline_us):
 
 def summarize(step, load, transport, resources, client, note=""):
     """Summary rows for a step's measured messages: one, or four for fanout."""
-    if step.kind == "fanout":
+    if step.kind in ("fanout", "emit"):
         return fanout_rows(step, load, transport, resources, client, note)
     row = summarize_messages(step, load, transport, resources, client, note)
     if step.kind == "connect":
@@ -115,9 +115,9 @@ def fanout_rows(step, load, transport, resources, client, note):
         row = dict(base, **stats.summary(h, missing, deadline_us), hdr=stats.encode(h),
                    recipient=recipient, reach=round(reach, 6), broadcasts=triggers,
                    attempted=triggers, ok=len(values), errors=0, timeouts=missing,
-                   achieved_rate=round(len(values) / step.duration, 1))
+                   achieved_rate=round(len(values) / step.duration, 1), **step.extra)
         rows.append(row)
-    rows.append(dict(base, recipient="all", reach=round(reach, 6), broadcasts=triggers))
+    rows.append(dict(base, recipient="all", reach=round(reach, 6), broadcasts=triggers, **step.extra))
     if not reach >= 0.999:
         for row in rows:
             row["valid"] = False

@@ -201,13 +201,14 @@ def _listener_class():
     return Connection
 
 
-async def connect(url, index, messages, timeout, stamps=None, source=None):
+async def connect(url, index, messages, timeout, stamps=None, source=None, ssl_context=None):
     """Open one WebSocket and complete the Engine.IO and Socket.IO handshakes.
 
     With ``stamps`` (a dict), record when TCP connected, the upgrade completed and the
     Engine.IO OPEN and Socket.IO CONNECT replies arrived (monotonic ns), and which stage
     failed, for the connect scenario. ``source``: bind the client socket to this address
     first (spreads clients over 127.0.0.x for hash-balancing proxies and port ranges).
+    ``ssl_context``: wss (a ``wss://`` url).
     """
     import socket
 
@@ -238,7 +239,7 @@ async def connect(url, index, messages, timeout, stamps=None, source=None):
 
     stamps["failed"] = "tcp"
     await asyncio.wait_for(ws_connect(factory, url, websocket_handshake_timeout=timeout,
-                                      socket_factory=tcp), timeout)
+                                      socket_factory=tcp, ssl_context=ssl_context), timeout)
     stamps["upgrade"] = mono()
     stamps["failed"] = "open"
     conn = holder["c"]
@@ -261,7 +262,22 @@ def _send(conn, m, k, body, now):
 
 def url_for(job, i):
     host, port = job.targets[i % len(job.targets)]
-    return protocol.ws_url(host, port)
+    return protocol.ws_url(host, port, secure=bool(job.ca_file))
+
+
+_SSL = {}
+
+
+def ssl_for(job):
+    """wss: a context trusting exactly the job's certificate (nginx's self-signed one under
+    ``--tls``), hostname checked against it; None for ws."""
+    if not job.ca_file:
+        return None
+    if job.ca_file not in _SSL:
+        import ssl
+
+        _SSL[job.ca_file] = ssl.create_default_context(cafile=job.ca_file)
+    return _SSL[job.ca_file]
 
 
 def source_for(job, i):
@@ -270,7 +286,8 @@ def source_for(job, i):
 
 async def connect_all(job, indices, m):
     return await asyncio.gather(*(connect(url_for(job, i), i, m, job.deadline,
-                                          source=source_for(job, i)) for i in indices))
+                                          source=source_for(job, i), ssl_context=ssl_for(job))
+                                  for i in indices))
 
 
 async def wait_until(t_ns, spin):
@@ -343,8 +360,8 @@ async def open_loop(conns, m, schedule, body, spin):
             if c.alive:
                 _send(c, m, k, body, now)
                 now = mono()
-            else:
-                m.outcome[k] = ERROR
+            else:  # its connection is gone (server, proxy or network died): lost to it
+                m.outcome[k] = DISCONNECT
             i += 1
         if i < n:
             await wait_until(ks_time[i], spin)
@@ -372,7 +389,7 @@ def open_schedule(job, t0):
 async def run_job(job, t0_source, sink):
     """Connect, wait for t0, run the scenario's loop, settle outstanding acks, close.
     ``sink["m"]`` holds the arrays as soon as they exist, so an early exit can save them."""
-    if job.kind == "fanout":
+    if job.kind in ("fanout", "emit"):
         return await run_fanout(job, t0_source, sink)
     if job.kind == "connect":
         return await run_connect(job, t0_source, sink)
@@ -388,7 +405,7 @@ async def run_job(job, t0_source, sink):
     blocker = None
     if job.blockers and 0 in job.conns:
         blocker = await connect(url_for(job, 0), -1, Messages(1), job.deadline,
-                                source=source_for(job, 0))
+                                source=source_for(job, 0), ssl_context=ssl_for(job))
     t0 = await t0_source()
     end_ns = t0 + job.window_ns
     background = asyncio.ensure_future(block_calls(blocker, job.blockers, t0, end_ns)) \
@@ -432,16 +449,22 @@ async def _settle_and_close(m, conns, job):
 async def run_fanout(job, t0_source, sink):
     """N members join one room; a sender triggers ``broadcast`` at ``rate``. Each delivery is
     a message: index = trigger × members + member, intended = the trigger's intended time.
-    Members are spread over ``job.targets`` (a scale-out delivers through its queue)."""
+    Members are spread over ``job.targets`` (a scale-out delivers through its queue).
+
+    ``kind = "emit"``: no sender; another process (bench/driver/emitter.py) emits to the room
+    through the message queue on the same schedule (same t0, same monotonic clock); members
+    only receive. The harness fills in the emitter's actual send times afterwards."""
     members, rate = job.members, job.rate
+    emit = job.kind == "emit"
     n_triggers = int(rate * (job.warmup + job.duration))
     m = sink["m"] = Messages(n_triggers * members)
     m.deadline_ns = int(job.deadline * 1e9)
-    room = f"fan-{job.targets[0][1]}"
+    room = job.room or f"fan-{job.targets[0][1]}"
     sender_msgs = Messages(n_triggers + members + 1)
     conns = await connect_all(job, range(members), sender_msgs)
-    sender = await connect(url_for(job, members), members, sender_msgs, job.deadline,
-                           source=source_for(job, members))
+    sender = None if emit else await connect(
+        url_for(job, members), members, sender_msgs, job.deadline,
+        source=source_for(job, members), ssl_context=ssl_for(job))
     for c in conns:  # join, each acked, before the clock starts
         k = sender_msgs.used
         sender_msgs.used += 1
@@ -467,7 +490,9 @@ async def run_fanout(job, t0_source, sink):
     pad = "x" * max(0, int(job.payload) - 40)
     t0 = await t0_source()
     times = t0 + np.round(np.arange(n_triggers) * (1e9 / rate)).astype(np.int64)
-    for trigger in range(n_triggers):
+    if emit:
+        m.intended[:m.used] = m.sent[:m.used] = np.repeat(times, members)
+    for trigger in range(0 if emit else n_triggers):
         await wait_until(int(times[trigger]), job.spin)
         now = mono()
         span = slice(trigger * members, (trigger + 1) * members)
@@ -480,7 +505,7 @@ async def run_fanout(job, t0_source, sink):
     alive = np.array([c.alive for c in conns])
     missing = m.outcome[:m.used] == UNSENT
     m.outcome[:m.used][missing] = np.where(alive[m.conn[:m.used][missing]], TIMEOUT, DISCONNECT)
-    for c in [*conns, sender]:
+    for c in [*conns, *([sender] if sender else [])]:
         c.close()
     await asyncio.sleep(0)
     return m
@@ -502,7 +527,7 @@ async def run_connect(job, t0_source, sink):
         m.sent[k] = mono()
         try:
             conn = await connect(url_for(job, k), k, Messages(1), job.deadline, stamps,
-                                 source=source_for(job, k))
+                                 source=source_for(job, k), ssl_context=ssl_for(job))
         except Exception:  # noqa: BLE001 - a failed attempt is a counted outcome
             m.outcome[k] = ERROR
             m.extras["failed_stage"][k] = stages[stamps.get("failed", "tcp")]

@@ -15,8 +15,8 @@ CONNECT = "40"
 DISCONNECT = "41"
 
 
-def ws_url(host, port):
-    return f"ws://{host}:{port}{WS_PATH}"
+def ws_url(host, port, secure=False):
+    return f"{'wss' if secure else 'ws'}://{host}:{port}{WS_PATH}"
 
 
 def event_body(event, data):

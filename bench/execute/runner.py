@@ -35,8 +35,14 @@ def execute(registry, steps, options, run_dir, progress, app=None, target=None, 
                          workers=workers)
     pinning = dict(enabled=runner_.server_cpus is not None, server_cpus=runner_.server_cpus,
                    driver_cpus=runner_.driver_cpus,
+                   # a scale-out's parts (its servers, Redis, nginx) share server_cpus; the
+                   # emit scenario's emitter shares driver_cpus with a driver that sleeps
+                   roles={"driver": runner_.driver_cpus, "emitter": runner_.driver_cpus,
+                          "servers, redis, nginx": runner_.server_cpus},
                    who="server (and everything it starts) on server_cpus; driver processes "
-                       "alone on driver_cpus, busy-polling" if runner_.server_cpus else
+                       "alone on driver_cpus, busy-polling (emit steps: the emitter shares "
+                       "driver_cpus with a sleeping driver); a scale-out's servers, Redis "
+                       "and nginx share server_cpus" if runner_.server_cpus else
                        "not pinned: server and driver share every core; the driver sleeps")
     folder = RunFolder(run_dir, RunFolder.new_meta(
         steps, options, variant_records(registry, steps, options), pinning))

@@ -3,14 +3,17 @@
 A failed variant (unavailable, not ready, no transport, driver error) is a recorded row, and
 the run goes on. The server is stopped in the lifecycle's ``finally`` whatever happens.
 """
+import contextlib
 import os
 from dataclasses import dataclass, replace
 
 from bench.analysis import recorder
+from bench.execute import deployment as deploy
 from bench.execute import lifecycle, profiler
+from bench.execute.emitting import emitting
 from bench.execute.load import DriverError, run_load
 from bench.execute.resources import Sampler
-from bench.execute.verify import verify
+from bench.execute.verify import verify, verify_deployment
 from bench.output import results
 from bench.plan.job import for_step
 
@@ -51,9 +54,17 @@ class StepRunner:
             server = Target(*self.target)
             return self.verified(step, server, None, 0, part)
         variant = self.registry.variants[step.variant]
-        reason = variant.unavailable_reason()
+        servers = deploy.server_count(variant, self.options)
+        if servers:  # scale-out columns
+            step = replace(step, extra=dict(step.extra, servers=servers,
+                                            tls=deploy.uses_tls(variant, self.options)))
+        reason = variant.unavailable_reason() or deploy.unavailable_reason(variant)
         if reason:
             return [recorder.failed_row(step, "", f"unavailable: {reason}")], []
+        if step.kind == "emit" and not servers:
+            return [recorder.failed_row(step, "", "emit needs a message queue: it runs on "
+                                        "scale-out variants only (scaleout-redis, "
+                                        "scaleout-redis-nginx)")], []
         log_path = os.path.join(self.folder.run_dir, "logs", f"{step.variant}.log")
         with open(log_path, "a") as log:
             log.write(f"\n=== step {step.index}: {step.scenario} {step.load_point} "
@@ -61,21 +72,25 @@ class StepRunner:
         offset = os.path.getsize(log_path)
         env = dict(os.environ, BENCH_SERVER_NODELAY="1") if step.server_nodelay else None
         try:
-            with lifecycle.serving(lambda port: variant.argv(port, app=self.app), log_path,
-                                   cpus=self.server_cpus, env=env) as server:
+            with deploy.serving_variant(variant, log_path, self.server_cpus,
+                                        dict(self.options, app=self.app), env=env) as server:
                 return self.verified(step, server, log_path, offset, part)
         except lifecycle.NotReady as exc:
             return [recorder.failed_row(step, "", f"not ready: {exc}")], []
 
     def verified(self, step, server, log_path, offset, part):
-        verdict = verify(server.host, server.port, timeout=step.deadline,
-                         transport=step.transport)
+        if hasattr(server, "backends"):  # every server of a scale-out, its entry point
+            verdict = verify_deployment(server, timeout=step.deadline,
+                                        transport=step.transport)
+        else:
+            verdict = verify(server.host, server.port, timeout=step.deadline,
+                             transport=step.transport)
         complaint = lifecycle.stderr_note(log_path, offset) if log_path else ""
         server_says = f" (server: {complaint})" if complaint and complaint != "(no output)" else ""
         if not verdict.transport:
             return [recorder.failed_row(step, "", verdict.note + server_says)], []
         client = step.client if verdict.transport == "websocket" else "python-socketio"
-        if client != "lean" and step.kind in ("fanout", "connect"):
+        if client != "lean" and step.kind in ("fanout", "connect", "emit"):
             return [recorder.failed_row(step, verdict.transport, f"{verdict.note}; the "
                                         f"{step.scenario} scenario needs the lean client "
                                         "over WebSocket", client)], []
@@ -89,15 +104,29 @@ class StepRunner:
         step_transport = transport if client != "lean" else "websocket"
         # Busy-polling is honest only where the driver owns its cores alone (pinned apart
         # from the server); the stock client's threads never spin.
-        spin = bool(self.driver_cpus) and client == "lean"
-        job = replace(for_step(step, [(server.host, server.port)], spin=spin,
-                               cpus=self.driver_cpus or ()), transport=step_transport)
+        # The emitter shares the driver's cores (see meta pinning), so an emit step's driver
+        # sleeps instead of spinning.
+        spin = bool(self.driver_cpus) and client == "lean" and step.kind != "emit"
+        job = replace(for_step(step, getattr(server, "targets", [(server.host, server.port)]),
+                               spin=spin, cpus=self.driver_cpus or (),
+                               source_addresses=getattr(server, "source_addresses", ())),
+                      transport=step_transport, ca_file=getattr(server, "ca_file", None) or "",
+                      room=f"room-{step.index}-{part}")
         sampler = Sampler(step.variant, self.run_start)
-        if server.pid:
-            sampler.watch("server", [server.pid], tree=True)
+        pids = [p for p in getattr(server, "pids", [server.pid]) if p]
+        if pids:
+            sampler.watch("server", pids, tree=True)
+        emitter = emitting(self.registry.variants[step.variant], server, step, job.room,
+                           self.folder.work, self.driver_cpus) if step.kind == "emit" \
+            else contextlib.nullcontext()
+        emitter_proc, spread = None, {}
         prof = profiler.for_step(step, server.pid, self.folder.run_dir, self.driver_cpus)
 
         def on_start(pids, t0):
+            if emitter_proc is not None:
+                emitter_proc.start(t0)
+            if hasattr(server, "spread"):
+                spread["clients_per_server"] = server.spread()
             sampler.watch("driver", pids)
             sampler.mark("measure_start", t0 + int(step.warmup * 1e9))
             sampler.mark("measure_end", t0 + int((step.warmup + step.duration) * 1e9))
@@ -106,27 +135,34 @@ class StepRunner:
                               t0 + int((step.warmup + step.duration) * 1e9))
 
         sampler.start()
-        failure = ""
+        failure = emitted = ""
         try:
-            load = self.workers.run_load(job, client=client, on_start=on_start) \
-                if self.workers else run_load(job, self.folder.work, client=client,
-                                              on_start=on_start)
-        except DriverError as exc:
-            if exc.partial is None:
-                return [recorder.failed_row(step, transport, f"driver failed: {exc}",
-                                            client)], sampler.rows
-            load, failure = exc.partial, f"driver failed: {exc}"
+            with emitter as emitter_proc:
+                try:
+                    load = self.workers.run_load(job, client=client, on_start=on_start) \
+                        if self.workers else run_load(job, self.folder.work, client=client,
+                                                      on_start=on_start)
+                except DriverError as exc:
+                    if exc.partial is None:
+                        return [recorder.failed_row(step, transport, f"driver failed: {exc}",
+                                                    client)], sampler.rows
+                    load, failure = exc.partial, f"driver failed: {exc}"
+                if emitter_proc is not None:
+                    emitted = emitter_proc.finish(load.arrays, step.connections)
+        except DriverError as exc:  # the emitter never became ready
+            return [recorder.failed_row(step, transport, f"emitter failed: {exc}",
+                                        client)], sampler.rows
         finally:
             sampler.stop()
             profile = self.profiles.finish(step, prof) if prof else {}
         died = server.status()
         rows = recorder.summarize(step, load, transport, sampler.window(), client,
-                                  "; ".join(filter(None, [note, died, failure,
+                                  "; ".join(filter(None, [note, died, failure, emitted,
                                                           profile.get("profile_error")])))
         for row in rows:
             row.update(profile)
-        if died or failure:
-            for row in rows:
+            row.update({k: v for k, v in spread.items() if v})
+            if died or failure:
                 row["valid"] = False
         name = f"{step.index:05d}-{part:02d}"
         self.folder.samples(name, recorder.sample_rows(step, load.arrays, load.t0, transport),

@@ -20,11 +20,15 @@ class Verdict:
     note: str  # why websocket was refused / why nothing works
 
 
-async def _websocket(host, port, timeout):
+async def _websocket(host, port, timeout, ca_file=None, source=None):
+    import ssl
+
     from picows import WSMsgType
 
     m = Messages(1)
-    conn = await connect(protocol.ws_url(host, port), 0, m, timeout)
+    context = ssl.create_default_context(cafile=ca_file) if ca_file else None
+    conn = await connect(protocol.ws_url(host, port, secure=context is not None), 0, m,
+                         timeout, source=source, ssl_context=context)
     reply = asyncio.get_running_loop().create_future()
     conn.on_event = None
     original = conn.on_ws_frame
@@ -94,13 +98,14 @@ def _bounded(fn, args, limit):
     return box["value"]
 
 
-def verify(host, port, timeout=5.0, transport=None):
+def verify(host, port, timeout=5.0, transport=None, ca_file=None, source=None):
     """One echo over WebSocket, else over polling (or only over ``transport`` when one is
-    forced); never raises for a server's failure."""
+    forced); never raises for a server's failure. ``ca_file``: wss trusting that certificate
+    (nginx under ``--tls``); ``source``: the client address to connect from."""
     ws_note = ""
     if transport in (None, "websocket"):
         try:
-            run_loop(_websocket(host, port, timeout))
+            run_loop(_websocket(host, port, timeout, ca_file, source))
             return Verdict("websocket", "")
         except Exception as exc:  # noqa: BLE001 - every failure mode becomes a recorded note
             ws_note = _websocket_refusal(exc)
@@ -114,3 +119,30 @@ def verify(host, port, timeout=5.0, transport=None):
                                    if isinstance(exc, TimeoutError) else "")
         return Verdict("", "; ".join(filter(None, [
             ws_note, f"polling failed: {type(exc).__name__}: {why[:160]}"])))
+
+
+def verify_deployment(deployment, timeout=5.0, transport=None):
+    """Verify a deployment: a single server as ``verify`` does; a scale-out's servers each
+    directly (when clients reach them through a proxy), then every entry point from each
+    client source address the driver will use (up to 8), all over WebSocket, so a bad
+    server is named instead of measured."""
+    backends, targets = deployment.backends, deployment.targets
+    sources = (deployment.source_addresses or [None])[:8]
+    checks = []
+    if targets != backends:
+        checks += [(f"server {i + 1}/{len(backends)} at {h}:{p}", h, p, None, None)
+                   for i, (h, p) in enumerate(backends)]
+    for i, (h, p) in enumerate(targets):
+        what = "nginx" if targets != backends else f"server {i + 1}/{len(targets)}"
+        checks += [(f"{what} at {h}:{p}" + (f" from {src}" if src else ""), h, p,
+                    deployment.ca_file, src) for src in sources]
+    if len(checks) == 1:
+        _, h, p, ca_file, src = checks[0]
+        return verify(h, p, timeout, transport, ca_file, src)
+    first = None
+    for what, h, p, ca_file, src in checks:
+        v = verify(h, p, timeout, "websocket", ca_file, src)
+        if v.transport != "websocket":
+            return Verdict("", f"{what} failed verification: {v.note or 'no WebSocket'}")
+        first = first or v
+    return first

@@ -30,17 +30,19 @@ class Job:
     duration: float
     deadline: float = 5.0               # seconds a message may wait for its reply
     rate: float | None = None           # total msg/s (None: closed loop)
-    kind: str = "open"                  # closed | open | fanout | connect
+    kind: str = "open"                  # closed | open | fanout | connect | emit
     payload: int = 64
     binary: bool = False
     event: str = "echo"
     blockers: dict | None = None        # {"kind": "sleep"|"cpu", "ms": .., "rate": ..}
-    members: int = 0                    # fanout room size
+    members: int = 0                    # fanout / emit room size
     arrivals: str = "uniform"           # uniform | poisson (open loop)
     seed: int = 1
     spin: bool = False                  # busy-poll: only when the driver owns its core alone
     source_addresses: tuple = ()        # client sockets bound to these before connecting
     transport: str = "websocket"        # the stock client's transport (python-socketio driver)
+    ca_file: str = ""                   # wss: the one certificate trusted (nginx under --tls)
+    room: str = ""                      # fanout / emit room (default: fan-<first port>)
     cpus: tuple = ()
     conns: tuple = ()                   # this process's connection indices
     out: str = ""                       # where this process writes its arrays
@@ -89,7 +91,7 @@ def for_step(step, targets, spin=False, source_addresses=(), cpus=()):
                warmup=step.warmup, duration=step.duration, deadline=step.deadline,
                rate=step.rate if step.open_loop else None, kind=step.kind,
                payload=step.payload, binary=step.binary, blockers=step.blockers,
-               members=step.connections if step.kind == "fanout" else 0,
+               members=step.connections if step.kind in ("fanout", "emit") else 0,
                arrivals=step.arrivals, seed=step.seed, spin=spin,
                source_addresses=tuple(source_addresses), transport=step.transport,
                cpus=tuple(cpus or ()))

@@ -26,7 +26,7 @@ class Point:
 @dataclass(frozen=True)
 class Scenario:
     name: str
-    kind: str               # driver loop: closed | open | fanout | connect
+    kind: str               # driver loop: closed | open | fanout | connect | emit
     load_unit: str          # what the load point varies
     description: str
     points: object          # options -> [Point]
@@ -76,9 +76,15 @@ def _blocking(o):
 
 
 def _fanout(o):
-    members = o["connections"] or FANOUT_MEMBERS
     return [Point(f"{members} members, {o['fanout_rate']:g} broadcasts/s",
-                  float(o["fanout_rate"]), members)]
+                  float(o["fanout_rate"]), members)
+            for members in o.get("members") or [o["connections"] or FANOUT_MEMBERS]]
+
+
+def _emit(o):
+    return [Point(f"{members} members, {o['emit_rate']:g} emits/s", float(o["emit_rate"]),
+                  members)
+            for members in o.get("members") or [FANOUT_MEMBERS]]
 
 
 def _connect(o):
@@ -95,6 +101,10 @@ SCENARIOS = {s.name: s for s in [
              chart="sweep", searched=True),
     Scenario("fanout", "fanout", "members",
              "broadcast to N room members: first/median/last recipient and reach", _fanout,
+             columns=("recipient", "reach", "broadcasts"), chart="fanout"),
+    Scenario("emit", "emit", "members",
+             "a separate process emits to a room through the message queue (write-only "
+             "manager): first/median/last recipient and reach (scale-out variants)", _emit,
              columns=("recipient", "reach", "broadcasts"), chart="fanout"),
     Scenario("connect", "connect", "connects/s",
              "new connections arriving at a rate: TCP, upgrade, Engine.IO open, Socket.IO connect",

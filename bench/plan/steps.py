@@ -15,7 +15,8 @@ DEFAULTS = dict(rate=400.0, connections=None, duration=2.5, warmup=1.0, repeats=
                 payload=64, deadline_ms=5000.0, seed=1, slo_p99_ms=50.0, slo_ok=0.999,
                 slo_achieved=0.95, sweep_start=100.0, sweep_factor=2.0, sweep_max=25600.0,
                 sweep_step_max=20.0, fanout_rate=20.0, connect_rate=20.0, block_ms=50.0,
-                block_rate=2.0, arrivals="uniform", client="lean", transport=None)
+                block_rate=2.0, arrivals="uniform", client="lean", transport=None,
+                emit_rate=20.0, members=None, servers=None)
 QUICK = dict(duration=1.0, warmup=0.5, repeats=1)
 MAX_MESSAGES = 5_000_000
 SLO_QUANTILE = 99.0     # the sweep's SLO percentile: a step needs 10 / (1 − 0.99) samples
@@ -105,6 +106,7 @@ def validate(o):
         ("connect_rate", 0 < o["connect_rate"] <= 1000, "must be in (0, 1000] per second"),
         ("block_ms", 0 < o["block_ms"] <= 10_000, "must be in (0, 10000] ms"),
         ("block_rate", 0 < o["block_rate"] <= 100, "must be in (0, 100] per second"),
+        ("emit_rate", 0 < o["emit_rate"] <= 1000, "must be in (0, 1000] per second"),
     ]
     for name, ok, rule in checks:
         if not ok:
@@ -113,6 +115,11 @@ def validate(o):
         raise UsageError(f"--connections must be in [1, 900], got {o['connections']}")
     if o["arrivals"] not in ("uniform", "poisson"):
         raise UsageError(f"--arrivals must be uniform or poisson, got {o['arrivals']!r}")
+    if o["servers"] is not None and not 1 <= o["servers"] <= 16:
+        raise UsageError(f"--servers must be in [1, 16], got {o['servers']}")
+    for members in o["members"] or []:
+        if not 1 <= members <= 900:
+            raise UsageError(f"--members must be in [1, 900], got {members}")
     if max(o["rate"], o["sweep_max"]) * (o["duration"] + o["warmup"]) > MAX_MESSAGES:
         raise UsageError(f"rate × (duration + warmup) exceeds {MAX_MESSAGES} messages per "
                          "step; shorten the step or lower the rate")
