@@ -65,7 +65,7 @@ def run(bench, variants_file, tmp_path_factory):
     before, since = bench.snapshot()
     r = bench.run("run", "--quick", "--variants", "scaleout-redis,scaleout-redis-nginx",
                   "--scenario", "echo", "--scenario", "fanout", "--scenario", "emit",
-                  "--members", MEMBERS, "--fanout-rate", 10, "--emit-rate", 10,
+                  "--members", MEMBERS, "--fanout-rate", 20, "--emit-rate", 20, "--duration", 1.5,
                   "--variants-file", variants_file, "--out", out, "--no-report", timeout=240)
     leftover = bench.reap_or_fail(before, since, "the scale-out run")
     assert r.returncode == 0, r.stderr[-2000:]
@@ -236,7 +236,7 @@ def test_redis_killed_mid_fanout(bench, variants_file, tmp_path):
     assert time.monotonic() - started < 90
     s = measured(bench.summary(run_dir), "fanout")
     # the plan's order is shuffled: the repeat that ran first is the one that lost Redis
-    order = [entry.split("/")[-1] for entry in bench.meta(run_dir)["plan"]["order"]]
+    order = [entry.rsplit("/", 2)[-2] for entry in bench.meta(run_dir)["plan"]["order"]]
     rows = s[s["recipient"] == "all"].set_index("repeat")
     first, second = rows.loc[order[0]], rows.loc[order[1]]
     assert 0 < first["reach"] < 1 and first["timeouts"] > 0 and not first["valid"]
