@@ -199,6 +199,10 @@ def cmd_run(args):
     if args.variants is not None and not names:
         raise UsageError("--variants is empty")
     variants = ["target"] if target else [v.name for v in reg.select(names, args.group)]
+    if args.tls and not any(deployment.topology(reg.variants[n]).get("proxy") == "nginx"
+                            for n in variants if n in reg.variants):
+        raise UsageError("--tls is terminated by nginx: select an nginx variant "
+                         "(e.g. scaleout-redis-nginx)")
     scenarios = args.scenario or ["echo", "rate"]
     bind = distributed_bind(args)
     options = dict(rate=args.rate, connections=args.connections, duration=args.duration,

@@ -154,6 +154,13 @@ def test_zero_servers_is_refused(bench, variants_file, tmp_path):
     assert bench.run_dirs(str(tmp_path)) == []
 
 
+def test_tls_without_an_nginx_variant_is_refused(bench, variants_file, tmp_path):
+    r = bench.run("run", "--variants", "scaleout-redis", "--tls", "--variants-file",
+                  variants_file, "--out", tmp_path, timeout=60)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "--tls" in r.stderr
+
+
 def test_missing_redis_server_is_an_unavailable_row(bench, variants_file, tmp_path):
     """PATH without redis-server (or nginx): `list` says why with the fix; a run records a
     failed row and the single-server variant in the same run is still measured."""
