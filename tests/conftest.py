@@ -62,7 +62,8 @@ SESSION_TEMP = []  # this session's pytest base temp folder (run folders live un
 def pytest_sessionstart(session):
     factory = getattr(session.config, "_tmp_path_factory", None)
     if factory is not None:
-        SESSION_TEMP.append(str(factory.getbasetemp()))
+        # with the separator: pytest-1 must not match another session's pytest-17
+        SESSION_TEMP.append(os.path.join(str(factory.getbasetemp()), ""))
 
 
 def _ours(proc, depth=0):
