@@ -115,6 +115,9 @@ def build_parser():
     ex.add_argument("--profile", nargs="?", const="on", choices=["on", "both", "off"],
                     help="py-spy flame graphs of the server per step under profiles/ (bare: "
                     "on; both: each step without and with the profiler)")
+    sc.add_argument("--max-connections", type=whole,
+                    help="capacity: the last step of connected clients (10000)")
+    sc.add_argument("--members", help="fanout: room sizes N[,N...] (wins over --connections)")
     rp.add_argument("--no-report", action="store_true", help=argparse.SUPPRESS)
     rp.add_argument("--variants-file", default=registry.DEFAULT_PATH, help=argparse.SUPPRESS)
 
@@ -196,7 +199,8 @@ def cmd_run(args):
                    block_rate=args.block_rate, client=args.client, transport=args.transport,
                    arrivals=args.arrivals, deadline_ms=args.deadline_ms,
                    sweep_step_max=args.sweep_step_max, server_nodelay=args.server_nodelay,
-                   profile=args.profile)
+                   profile=args.profile, max_connections=args.max_connections,
+                   members=args.members)
     steps, resolved = plan.build(variants, scenarios, options)
     if target and any(s.profiled or s.server_nodelay for s in steps):
         raise UsageError("--profile and --server-nodelay act on servers the harness starts; "

@@ -7,11 +7,12 @@ import os
 from dataclasses import dataclass, replace
 
 from bench.analysis import recorder
-from bench.execute import lifecycle, profiler
+from bench.execute import capacity, lifecycle, profiler
 from bench.execute.load import DriverError, run_load
 from bench.execute.resources import Sampler
 from bench.execute.verify import verify
 from bench.output import results
+from bench.plan import limits
 from bench.plan.job import for_step
 
 
@@ -47,6 +48,8 @@ class StepRunner:
 
     def run(self, step, part=0):
         """The step's summary rows (failures are rows too) and its resource rows."""
+        if step.kind in capacity.KINDS:  # thousands of idle clients, a restarted server
+            return capacity.run(self, step)
         if self.target:
             server = Target(*self.target)
             return self.verified(step, server, None, 0, part)
@@ -89,9 +92,14 @@ class StepRunner:
         step_transport = transport if client != "lean" else "websocket"
         # Busy-polling is honest only where the driver owns its cores alone (pinned apart
         # from the server); the stock client's threads never spin.
-        spin = bool(self.driver_cpus) and client == "lean"
+        # Thousands of connections take several driver processes (limits.PER_DRIVER_PROCESS
+        # each); processes sharing a core must not spin against each other.
+        processes = limits.driver_processes(step.connections) if client == "lean" else 1
+        spin = bool(self.driver_cpus) and client == "lean" and processes <= len(self.driver_cpus)
         job = replace(for_step(step, [(server.host, server.port)], spin=spin,
-                               cpus=self.driver_cpus or ()), transport=step_transport)
+                               cpus=self.driver_cpus or (),
+                               source_addresses=limits.source_addresses(step.connections)),
+                      transport=step_transport)
         sampler = Sampler(step.variant, self.run_start)
         if server.pid:
             sampler.watch("server", [server.pid], tree=True)
@@ -109,8 +117,8 @@ class StepRunner:
         failure = ""
         try:
             load = self.workers.run_load(job, client=client, on_start=on_start) \
-                if self.workers else run_load(job, self.folder.work, client=client,
-                                              on_start=on_start)
+                if self.workers else run_load(job, self.folder.work, workers=processes,
+                                              client=client, on_start=on_start)
         except DriverError as exc:
             if exc.partial is None:
                 return [recorder.failed_row(step, transport, f"driver failed: {exc}",

@@ -9,13 +9,15 @@ import random
 from dataclasses import dataclass, field, replace
 
 from bench.errors import UsageError
+from bench.plan import limits
 from bench.plan.scenarios import SCENARIOS, sweep_rates
 
 DEFAULTS = dict(rate=400.0, connections=None, duration=2.5, warmup=1.0, repeats=3,
                 payload=64, deadline_ms=5000.0, seed=1, slo_p99_ms=50.0, slo_ok=0.999,
                 slo_achieved=0.95, sweep_start=100.0, sweep_factor=2.0, sweep_max=25600.0,
                 sweep_step_max=20.0, fanout_rate=20.0, connect_rate=20.0, block_ms=50.0,
-                block_rate=2.0, arrivals="uniform", client="lean", transport=None)
+                block_rate=2.0, arrivals="uniform", client="lean", transport=None,
+                max_connections=10_000, members=None)
 QUICK = dict(duration=1.0, warmup=0.5, repeats=1)
 MAX_MESSAGES = 5_000_000
 SLO_QUANTILE = 99.0     # the sweep's SLO percentile: a step needs 10 / (1 − 0.99) samples
@@ -109,8 +111,9 @@ def validate(o):
     for name, ok, rule in checks:
         if not ok:
             raise UsageError(f"--{name.replace('_', '-')} {rule}, got {o[name]:g}")
-    if o["connections"] is not None and not 1 <= o["connections"] <= 900:
-        raise UsageError(f"--connections must be in [1, 900], got {o['connections']}")
+    problem = limits.validate(o)  # connection counts against what this machine allows
+    if problem:
+        raise UsageError(problem)
     if o["arrivals"] not in ("uniform", "poisson"):
         raise UsageError(f"--arrivals must be uniform or poisson, got {o['arrivals']!r}")
     if max(o["rate"], o["sweep_max"]) * (o["duration"] + o["warmup"]) > MAX_MESSAGES:
