@@ -141,15 +141,17 @@ def search_capacity(server, work, cpus, duration, spin, p50_low, log):
 
 
 SCALE_CONNECTIONS, SCALE_RATES, SCALE_FLOOR_RATE = (10, 10_000), (2000, 5000, 10_000, 20_000), 400
+QUICK_SCALE_CONNECTIONS = (10, 1000)
 
 
 def at_connections(server, work, cpus, spin, quick, log):
     """Floor and capacity with 10 and with 10,000 connections open (several driver processes,
     epoll, sources over 127.0.0.x): ``floor_N_p50_us`` / ``floor_N_p99_us`` at a low open-loop
     rate spread over every connection (1,200 samples), ``capacity_N_msg_s`` the highest of a
-    few rates that held (achieved ≥ 99 %, send-lag p99 ≤ 1 ms, p50 ≤ 2× that floor)."""
+    few rates that held (achieved ≥ 99 %, send-lag p99 ≤ 1 ms, p50 ≤ 2× that floor).
+    ``--quick`` measures 10 and 1,000 connections."""
     out = {}
-    for n in SCALE_CONNECTIONS:
+    for n in QUICK_SCALE_CONNECTIONS if quick else SCALE_CONNECTIONS:
         workers = limits.driver_processes(n)
         poll = spin and workers <= len(cpus or ())
         floor = measure(server, work, cpus, float(SCALE_FLOOR_RATE), n, 3.0, poll, workers)

@@ -171,3 +171,29 @@ def test_reconnect_after_a_server_restart(bench, tmp_path, variants_file):
     assert row["restart_ms"] > 0 and row["all_back_ms"] >= row["restart_ms"]
     assert row["p50_us"] >= row["restart_ms"] * 1000 * 0.5
     assert row["sessions_lost"] == 60  # a restarted server knows none of its old sessions
+
+
+def test_churn_soak_bad_input_is_one_line(bench):
+    for args, needle in ((["--duration", "1"], "--duration must be in"),
+                         (["--rate", "0"], "--rate must be in"),
+                         (["--variants", "nope"], "nope")):
+        r = subprocess.run([bench.python, "-m", "bench.churn", *args], cwd=bench.root,
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 2 and r.stderr.count("\n") == 1 and needle in r.stderr, r.stderr
+
+
+@pytest.mark.slow
+def test_churn_soak_keeps_clients_coming_and_going(bench, tmp_path, variants_file):
+    r = subprocess.run([bench.python, "-m", "bench.churn", "--variants-file", variants_file,
+                        "--variants", VARIANT, "--duration", "6", "--rate", "20",
+                        "--population", "40", "--json", "--out", str(tmp_path)],
+                       cwd=bench.root, capture_output=True, text=True, timeout=120)
+    assert r.returncode in (0, 1), r.stderr[-2000:]
+    import json
+    [result] = json.loads(r.stdout)["results"]
+    counts = result["counts"]
+    assert counts["opened"] >= 40 + 20 * 6 * 0.8 and counts["closed"] >= 20 * 6 * 0.8
+    assert counts.get("failed", 0) == 0 and counts["alive_at_end"] > 0
+    samples = pd.read_csv(tmp_path / "churn.csv")
+    assert len(samples) >= 3 and (samples["server_rss_mb"] > 0).all()
+    assert "server RSS" in result["verdict"]

@@ -17,6 +17,8 @@ every answer is one JSON line on stdout:
               drops, with a bounded retry (``RETRY_S`` ± 50 %), until all are back and each
               has answered one echo, or S seconds → ``{"back_ns": {index: ns}, "probe": ..,
               "sessions_lost": n}``
+``churn S R P`` (churn soak) hold P clients while R per second leave and R join, for S
+              seconds → counts (opened, closed, failed, skipped, dropped)
 ``quit``      close everything and exit.
 
 Every loop is bounded by count and time; the process dies with its group in the harness's
@@ -209,6 +211,55 @@ class Fleet:
         return dict(back_ns={str(i): t for i, t in back.items()}, probe=probe,
                     sessions_lost=lost_sessions, alive=len(self.alive()))
 
+    async def churn(self, seconds, rate, population):
+        """Clients joining and leaving at a steady ``rate`` per second each way around a
+        ``population`` held open: every tick closes the oldest and opens a new one."""
+        from collections import deque
+
+        end = mono() + int(seconds * 1e9)
+        counts = Counter()
+        live = deque()
+        gate = asyncio.Semaphore(IN_FLIGHT)
+        serial = [0]
+
+        async def join():
+            i = serial[0]
+            serial[0] += 1
+            if gate.locked():
+                counts["skipped"] += 1  # the server is this far behind: counted, not queued
+                return
+            async with gate:
+                try:
+                    c = await self.open(i, self.job.deadline)
+                except Exception as exc:  # noqa: BLE001 - a failed connect is counted
+                    counts["failed"] += 1
+                    counts[short(exc)] += 1
+                    return
+            counts["opened"] += 1
+            live.append(c)
+
+        pending = set()
+        await asyncio.gather(*(join() for _ in range(population)))
+        at, step = mono(), int(1e9 / rate)
+        while mono() < end:
+            at += step
+            await lean.wait_until(at, False)
+            while live and not live[0].alive:
+                live.popleft()
+                counts["dropped"] += 1
+            if len(live) >= population:
+                live.popleft().close()
+                counts["closed"] += 1
+            task = asyncio.ensure_future(join())
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+        if pending:
+            await asyncio.wait(pending, timeout=self.job.deadline + 1)
+        for c in live:
+            c.close()
+        counts["alive_at_end"] = sum(1 for c in live if c.alive)
+        return dict(counts)
+
     def close(self):
         for c in self.conns.values():
             try:
@@ -244,6 +295,8 @@ async def serve(job):
             elif command == "watch":
                 say({"watching": True})
                 say(await fleet.watch(arg))
+            elif command == "churn":
+                say(await fleet.churn(arg, float(words[2]), int(words[3])))
             elif command == "quit":
                 break
             else:

@@ -300,6 +300,10 @@ def walk(runner, step, server, workers):
         if failed:
             top = max(errors, key=errors.get)
             reasons.append(f"{failed} connects failed ({top} ×{errors[top]})")
+            said = lifecycle.stderr_note(server.log_path, server.log_offset) \
+                if getattr(server, "log_path", None) else ""
+            if said and said != "(no output)":
+                reasons.append(f"server: {said[:160]}")
         if dropped:
             reasons.append(f"{dropped} dropped while held")
         if late:
@@ -336,6 +340,9 @@ def walk(runner, step, server, workers):
             row = recorder.summarize_messages(sub, probe_load(arrays), "websocket", resources,
                                               "lean", "; ".join(reasons))
             summary.append(dict(row, held=alive, dropped=values["dropped"]))
+            load = probe_load(arrays)
+            runner.folder.samples(f"{step.index:05d}-{len(table):02d}",
+                                  recorder.sample_rows(sub, arrays, load.t0, "websocket"))
         if ok_step and not broke:
             knee = level
         elif not broke:
