@@ -197,3 +197,24 @@ def test_churn_soak_keeps_clients_coming_and_going(bench, tmp_path, variants_fil
     samples = pd.read_csv(tmp_path / "churn.csv")
     assert len(samples) >= 3 and (samples["server_rss_mb"] > 0).all()
     assert "server RSS" in result["verdict"]
+
+
+REFERENCE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                         "results", "capacity-reference")
+
+
+@pytest.mark.skipif(not os.path.isfile(os.path.join(REFERENCE, "capacity.csv")),
+                    reason="results/capacity-reference/ is not committed")
+def test_capacity_notebook_runs_on_the_committed_run():
+    import nbclient
+    import nbformat
+
+    path = os.path.join(os.path.dirname(REFERENCE), "..", "notebooks", "capacity.ipynb")
+    nb = nbformat.read(path, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(not c.outputs and c.execution_count is None for c in code)  # committed clean
+    nbclient.NotebookClient(nb, timeout=120, kernel_name="python3", resources={
+        "metadata": {"path": os.path.dirname(path)}}).execute()
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    assert sum("image/png" in o.get("data", {}) for o in outputs) == 1

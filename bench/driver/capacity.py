@@ -7,7 +7,7 @@ indices) sends echoes at a fixed low rate. The harness drives it line by line on
 every answer is one JSON line on stdout:
 
 ``grow L``    connect this process's connections below L (``IN_FLIGHT`` handshakes at a time,
-              each bounded by the job's deadline) → ``{"connect_ns": [...], "failed": n,
+              each bounded by the job's deadline, a failed one tried again twice) → ``{"connect_ns": [...], "failed": n,
               "errors": {...}, "alive": n, "ping_interval_ms": .., "ping_timeout_ms": ..}``
 ``hold S``    hold S seconds while probing → ``{"alive", "dropped", "ping_timeouts",
               "pinged", "probe": {arrays}}``; dropped = connections lost since the last
@@ -41,6 +41,7 @@ IN_FLIGHT = 50              # handshakes at once per process
 PROBES = 10                 # connections 0 … 9 carry the probe echoes
 PROBE_RATE = 50.0           # probe echoes per second, all processes together
 RETRY_S = 0.25              # reconnect: pause between attempts (± 50 %)
+CONNECT_ATTEMPTS = 3        # capacity: a connect that fails is tried again, twice
 OK, TIMEOUT, DISCONNECT, ERROR, UNSENT = lean.OK, lean.TIMEOUT, lean.DISCONNECT, lean.ERROR, \
     lean.UNSENT
 
@@ -81,21 +82,32 @@ class Fleet:
         gate = asyncio.Semaphore(IN_FLIGHT)
         took, errors = [], Counter()
 
+        retries = [0]
+
         async def one(i):
-            async with gate:
-                start = mono()
-                try:
-                    c = await self.open(i, self.job.deadline)
-                except Exception as exc:  # noqa: BLE001 - a failed connect is counted
-                    errors[short(exc)] += 1
-                    return
+            for attempt in range(CONNECT_ATTEMPTS):
+                async with gate:
+                    start = mono()
+                    try:
+                        c = await self.open(i, self.job.deadline)
+                    except Exception as exc:  # noqa: BLE001 - a failed connect is counted
+                        if attempt == CONNECT_ATTEMPTS - 1:
+                            errors[short(exc)] += 1
+                            return
+                        c = None
+                if c is None:  # as a client library would: pause, then try again
+                    retries[0] += 1
+                    await asyncio.sleep(RETRY_S * (1 + attempt))
+                    continue
                 took.append(c.connected_ns - start)
                 self.conns[i] = c
                 self.sids[i] = getattr(c, "sid", None)
+                return
 
         await asyncio.gather(*(one(i) for i in todo))
         ping = self.ping_ms or (None, None)
         return dict(connect_ns=took, failed=sum(errors.values()), errors=dict(errors),
+                    retries=retries[0],
                     alive=len(self.alive()), attempted=len(todo),
                     ping_interval_ms=ping[0], ping_timeout_ms=ping[1])
 

@@ -49,7 +49,8 @@ COLUMNS = ["variant", "repeat", "connections", "held", "dropped", "ping_timeouts
            "reason",
            # additions
            "knee", "knee_connections", "step_ok", "step_reason", "connect_failed",
-           "connect_errors", "hold_s", "pinged", "probes", "probes_lost", "ping_interval_ms",
+           "connect_errors", "connect_retries", "hold_s", "pinged", "probes", "probes_lost",
+           "ping_interval_ms",
            "server_rss_base_mb", "driver_processes", "server_fds"]
 
 
@@ -269,6 +270,7 @@ def walk(runner, step, server, workers):
         grown = workers.ask(f"grow {level}", step.deadline * 2 + 30 + level / 100)
         connect_us = np.concatenate([np.asarray(r["connect_ns"], float) for r in grown]) / 1e3
         failed = sum(r["failed"] for r in grown)
+        retried = sum(r.get("retries", 0) for r in grown)
         errors = {}
         for r in grown:
             for text, n in r["errors"].items():
@@ -302,7 +304,7 @@ def walk(runner, step, server, workers):
             reasons.append(f"{failed} connects failed ({top} ×{errors[top]})")
             said = lifecycle.stderr_note(server.log_path, server.log_offset) \
                 if getattr(server, "log_path", None) else ""
-            if said and said != "(no output)":
+            if "Error" in said or "Exception" in said:
                 reasons.append(f"server: {said[:160]}")
         if dropped:
             reasons.append(f"{dropped} dropped while held")
@@ -327,7 +329,8 @@ def walk(runner, step, server, workers):
                       driver_rss_mb=round(workers.rss_mb(), 1), step_ok=ok_step,
                       step_reason="; ".join(reasons), connect_failed=failed,
                       connect_errors="; ".join(f"{k} ×{v}" for k, v in errors.items()),
-                      hold_s=round(hold, 2), pinged=sum(r["pinged"] for r in held),
+                      connect_retries=retried, hold_s=round(hold, 2),
+                      pinged=sum(r["pinged"] for r in held),
                       probes=probes, probes_lost=lost, ping_interval_ms=interval,
                       server_rss_base_mb=round(base_rss, 1),
                       driver_processes=len(workers.procs),
