@@ -200,16 +200,16 @@ def test_churn_soak_keeps_clients_coming_and_going(bench, tmp_path, variants_fil
 
 
 REFERENCE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                         "results", "capacity-reference")
+                         "results", "reference", "capacity")
 
 
 @pytest.mark.skipif(not os.path.isfile(os.path.join(REFERENCE, "capacity.csv")),
-                    reason="results/capacity-reference/ is not committed")
+                    reason="results/reference/capacity/ is not committed")
 def test_capacity_notebook_runs_on_the_committed_run():
     import nbclient
     import nbformat
 
-    path = os.path.join(os.path.dirname(REFERENCE), "..", "notebooks", "capacity.ipynb")
+    path = os.path.join(os.path.dirname(REFERENCE), "..", "..", "notebooks", "capacity.ipynb")
     nb = nbformat.read(path, as_version=4)
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert all(not c.outputs and c.execution_count is None for c in code)  # committed clean
