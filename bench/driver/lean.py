@@ -281,7 +281,16 @@ async def connect_all(job, indices, m):
     async def one(i):
         async with gate:
             return await connect(url_for(job, i), i, m, job.deadline, source=source_for(job, i))
-    return await asyncio.gather(*(one(i) for i in indices))
+    conns = await asyncio.gather(*(one(i) for i in indices), return_exceptions=True)
+    failed = [c for c in conns if isinstance(c, BaseException)]
+    if failed:  # one clear line, every handshake finished or failed (none left running)
+        for c in conns:
+            if not isinstance(c, BaseException):
+                c.close()
+        first = failed[0]
+        raise ConnectionError(f"{len(failed)} of {len(conns)} connections failed "
+                              f"({type(first).__name__}: {str(first)[:80]})")
+    return conns
 
 
 async def wait_until(t_ns, spin):

@@ -41,7 +41,7 @@ from bench.plan.job import Job, Outcome
 KINDS = ("capacity", "reconnect")
 OK = int(Outcome.OK)
 HOLD_MARGIN_S = 2.0         # a hold lasts the ping interval plus this (at least --duration)
-WATCH_S = 60.0              # reconnect: longest wait for every client to be back
+WATCH_S = 60.0              # reconnect: longest wait for every client to be back (≥ 30 s)
 RESTART_GRACE_S = 3.0
 COLUMNS = ["variant", "repeat", "connections", "held", "dropped", "ping_timeouts",
            "connect_p50_us", "connect_p99_us", "probe_p50_us", "probe_p99_us",
@@ -384,7 +384,7 @@ def restart(runner, step, server, workers, make_argv, log_path):
         return [recorder.failed_row(step, "websocket", f"only {connected} of "
                                     f"{step.connections} connected before the restart: {errors}",
                                     "lean")]
-    watch = min(WATCH_S, max(step.duration, 10.0))
+    watch = min(WATCH_S, max(step.duration, 30.0))
     workers.send(f"watch {watch:.3f}")
     workers.read(10, "starting the watch")
     t_kill = time.monotonic_ns()
@@ -392,6 +392,7 @@ def restart(runner, step, server, workers, make_argv, log_path):
     deadline = time.monotonic() + RESTART_GRACE_S
     while not lifecycle.port_is_free(server.port) and time.monotonic() < deadline:
         time.sleep(0.01)
+    t_stopped = time.monotonic_ns()
     offset = os.path.getsize(log_path) if os.path.exists(log_path) else 0
     again = lifecycle.Server(lifecycle.spawn(make_argv(server.port), log_path,
                                              cpus=runner.server_cpus),
@@ -423,7 +424,8 @@ def restart(runner, step, server, workers, make_argv, log_path):
                                    if never else ""]))
     row = recorder.summarize_messages(sub, Load(arrays, t_kill - 1, None), "websocket", {},
                                       "lean", note)
-    row.update(restart_ms=round((t_ready - t_kill) / 1e6, 1), back=len(back), never_back=never,
+    row.update(restart_ms=round((t_ready - t_kill) / 1e6, 1),
+               stop_ms=round((t_stopped - t_kill) / 1e6, 1), back=len(back), never_back=never,
                all_back_ms=round((max(back.values()) - t_kill) / 1e6, 1) if back and not never
                else float("nan"),
                probes_lost=lost, sessions_lost=sum(r["sessions_lost"] for r in replies))

@@ -126,6 +126,6 @@ SCENARIOS = {s.name: s for s in [
     Scenario("reconnect", "reconnect", "clients",
              "the server restarted under N clients: time until every client is back and "
              "answering, and what was lost", _reconnect,
-             columns=("restart_ms", "back", "never_back", "all_back_ms", "probes_lost",
+             columns=("restart_ms", "stop_ms", "back", "never_back", "all_back_ms", "probes_lost",
                       "sessions_lost"), chart="reconnect"),
 ]}
