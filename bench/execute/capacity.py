@@ -43,6 +43,7 @@ OK = int(Outcome.OK)
 HOLD_MARGIN_S = 2.0         # a hold lasts the ping interval plus this (at least --duration)
 WATCH_S = 60.0              # reconnect: longest wait for every client to be back (≥ 30 s)
 RESTART_GRACE_S = 3.0
+GROW_MAX_S = 900.0          # the longest one capacity step may spend connecting
 COLUMNS = ["variant", "repeat", "connections", "held", "dropped", "ping_timeouts",
            "connect_p50_us", "connect_p99_us", "probe_p50_us", "probe_p99_us",
            "server_rss_mb", "rss_per_conn_kb", "server_cpu_pct", "driver_rss_mb", "bound",
@@ -250,6 +251,14 @@ def capacity_row(step, level, values, bound, reason):
     return row
 
 
+def grow_budget(step, level, processes):
+    """Seconds a ``grow`` may take: every handshake wave may wait out its deadline on every
+    attempt (a slow server), bounded by GROW_MAX_S."""
+    from bench.driver.capacity import CONNECT_ATTEMPTS, IN_FLIGHT, RETRY_S
+    waves = -(-level // max(1, processes) // IN_FLIGHT) + 1
+    return min(GROW_MAX_S, 30 + waves * CONNECT_ATTEMPTS * (step.deadline + RETRY_S * 3))
+
+
 def hold_seconds(step, grown):
     interval = next((r.get("ping_interval_ms") for r in grown if r.get("ping_interval_ms")),
                     None)
@@ -267,7 +276,7 @@ def walk(runner, step, server, workers):
     tables = runner.folder.tables.setdefault("capacity.csv", [])
     start = len(tables)
     for level in limits.capacity_levels(step.connections):
-        grown = workers.ask(f"grow {level}", step.deadline * 2 + 30 + level / 100)
+        grown = workers.ask(f"grow {level}", grow_budget(step, level, len(workers.procs)))
         connect_us = np.concatenate([np.asarray(r["connect_ns"], float) for r in grown]) / 1e3
         failed = sum(r["failed"] for r in grown)
         retried = sum(r.get("retries", 0) for r in grown)
@@ -376,8 +385,8 @@ def knee_rows(step, table, knee, broke):
 
 def restart(runner, step, server, workers, make_argv, log_path):
     """Connect N, kill the server, start it again on its port; time until each is back."""
-    grown = workers.ask(f"grow {step.connections}", step.deadline * 2 + 30 +
-                        step.connections / 100)
+    grown = workers.ask(f"grow {step.connections}",
+                        grow_budget(step, step.connections, len(workers.procs)))
     connected = sum(r["alive"] for r in grown)
     if connected < step.connections:
         errors = "; ".join(f"{k} ×{v}" for r in grown for k, v in r["errors"].items())
