@@ -184,7 +184,10 @@ def estimate_seconds(steps, o, overhead_s=2.5):
     counts every rate it may walk (an upper bound: it stops at the first break)."""
     total = 0.0
     for s in steps:
-        if s.sweep_rates:
+        if s.kind == "capacity":  # every step held past the (default 25 s) ping interval
+            total += sum(max(s.duration, 27.0) + 2 + n / 500
+                         for n in limits.capacity_levels(s.connections)) + overhead_s
+        elif s.sweep_rates:
             total += sum(s.at_rate(r, o).duration + s.warmup + overhead_s
                          for r in s.sweep_rates)
         else:
