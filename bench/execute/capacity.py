@@ -276,7 +276,21 @@ def walk(runner, step, server, workers):
     tables = runner.folder.tables.setdefault("capacity.csv", [])
     start = len(tables)
     for level in limits.capacity_levels(step.connections):
-        grown = workers.ask(f"grow {level}", grow_budget(step, level, len(workers.procs)))
+        try:
+            grown = workers.ask(f"grow {level}", grow_budget(step, level, len(workers.procs)))
+        except DriverError as exc:  # this step failed; the steps before it stand
+            why = f"driver failed: {exc}"
+            table.append(dict(connections=level, held=0, step_ok=False, step_reason=why,
+                              server_rss_mb=round(server_rss_mb(server.pid), 1)
+                              if server.pid else float("nan"),
+                              driver_rss_mb=round(workers.rss_mb(), 1)))
+            broke = broke or f"{why} at {level} connections"
+            del tables[start:]
+            runner.folder.table("capacity.csv", knee_rows(step, table, knee, broke))
+            summary.append(recorder.failed_row(replace(step, load_point=f"{level} connections",
+                                                       connections=level), "websocket", why,
+                                               "lean"))
+            break
         connect_us = np.concatenate([np.asarray(r["connect_ns"], float) for r in grown]) / 1e3
         failed = sum(r["failed"] for r in grown)
         retried = sum(r.get("retries", 0) for r in grown)
