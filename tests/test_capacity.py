@@ -218,3 +218,21 @@ def test_capacity_notebook_runs_on_the_committed_run():
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.get("output_type") == "error"]
     assert sum("image/png" in o.get("data", {}) for o in outputs) == 1
+
+
+@pytest.mark.slow
+def test_calibrate_reports_the_driver_at_many_connections(bench):
+    """--quick measures 10 and 1,000 connections (a full calibrate: 10 and 10,000), here
+    over 3 driver processes against the reference server."""
+    import json
+    import math
+
+    r = bench.run("calibrate", "--json", "--quick", timeout=400,
+                  env=bench.env(BENCH_PER_DRIVER_PROCESS=400))
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["driver_processes_10"] == 1 and out["driver_processes_1000"] == 3
+    for n in (10, 1000):
+        assert math.isfinite(out[f"floor_{n}_p50_us"]) and out[f"floor_{n}_p50_us"] > 0
+        assert out[f"capacity_{n}_msg_s"] >= 0
+    assert "floor_p50_us" in out and "capacity_msg_s" in out  # the existing keys stay
