@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 LOCK   := servers/locks/harness.txt
 ARGS   ?=
 
-.PHONY: bench smoke test calibrate soak clean-venv
+.PHONY: bench smoke test calibrate soak soak-driver clean-venv
 
 $(STAMP): pyproject.toml $(LOCK)
 	@command -v $(PYTHON) >/dev/null || { echo "make: $(PYTHON) not found (need Python 3.11)" >&2; exit 2; }
@@ -31,7 +31,13 @@ calibrate: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest $(ARGS)
 
+# churn soak: clients joining and leaving at a steady rate (--variants, --duration; default
+# socketio-run-gevent for 10 minutes): does the server's memory grow?
 soak: $(STAMP)
+	$(PY) -m bench.churn $(ARGS)
+
+# the driver's own soak: one long open-loop step, does the driver leak?
+soak-driver: $(STAMP)
 	$(PY) -m bench.soak $(ARGS)
 
 clean-venv:

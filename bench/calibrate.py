@@ -20,6 +20,7 @@ from bench.execute import lifecycle
 from bench.execute.load import run_load
 from bench.execute.resources import Sampler
 from bench.execute.step import cpu_layout
+from bench.plan import limits
 from bench.plan.job import for_step
 from bench.plan.scenarios import RATE_CONNECTIONS
 from bench.plan.steps import Step
@@ -28,13 +29,14 @@ START_RATE, FACTOR, MAX_RATE, MIN_RATE = 8000.0, 1.3, 400_000.0, 100.0
 LAG_LIMIT_US, FLAT_FACTOR, SATURATED_PCT = 1000.0, 2.0, 90.0
 
 
-def measure(server, work, cpus, rate, connections, duration, spin):
+def measure(server, work, cpus, rate, connections, duration, spin, workers=1):
     """One step against the reference server; its summary row (server CPU included)."""
     step = Step(index=0, variant="refserver", scenario="rate" if rate else "echo",
                 load_point=f"{rate:g} msg/s" if rate else "floor", repeat=1, rate=rate,
                 connections=connections, warmup=0.5, duration=duration, payload=64,
                 deadline=5.0)
-    job = for_step(step, [(server.host, server.port)], spin=spin, cpus=cpus or ())
+    job = for_step(step, [(server.host, server.port)], spin=spin, cpus=cpus or (),
+                   source_addresses=limits.source_addresses(connections))
     sampler = Sampler("refserver", 0)
     sampler.watch("server", [server.pid])
 
@@ -45,7 +47,7 @@ def measure(server, work, cpus, rate, connections, duration, spin):
 
     sampler.start()
     try:
-        load = run_load(job, work, on_start=on_start)
+        load = run_load(job, work, workers=workers, on_start=on_start)
     finally:
         sampler.stop()
     return recorder.summarize_messages(step, load, "websocket", sampler.window(), "lean")
@@ -60,6 +62,7 @@ def calibrate(pin=True, quick=False, log=print):
     server_cpus, driver_cpus = cpu_layout(pin)
     spin = driver_cpus is not None
     duration = 1.0 if quick else 2.0
+    limits.raise_nofile()  # the reference server holds 10,000 connections too
     with tempfile.TemporaryDirectory(prefix="bench-calibrate-") as work:
         log_path = os.path.join(work, "refserver.log")
         argv = lambda port: [sys.executable, "-m", "bench.driver.refserver", str(port)]  # noqa: E731
@@ -91,6 +94,7 @@ def calibrate(pin=True, quick=False, log=print):
                 f"wake-up and the loopback path {diff - driver_diff:.1f} us")
             out.update(search_capacity(server, work, driver_cpus, duration, spin,
                                        out["p50_800_us"], log))
+            out.update(at_connections(server, work, driver_cpus, spin, quick, log))
             return out
 
 
@@ -134,3 +138,38 @@ def search_capacity(server, work, cpus, duration, spin, p50_low, log):
                 capacity_p99_us=best["p99_us"] if best else None,
                 capacity_driver_busy_pct=best["driver_busy_pct"] if best else None,
                 capacity_limit=limit_note, capacity_steps=steps)
+
+
+SCALE_CONNECTIONS, SCALE_RATES, SCALE_FLOOR_RATE = (10, 10_000), (2000, 5000, 10_000, 20_000), 400
+QUICK_SCALE_CONNECTIONS = (10, 1000)
+
+
+def at_connections(server, work, cpus, spin, quick, log):
+    """Floor and capacity with 10 and with 10,000 connections open (several driver processes,
+    epoll, sources over 127.0.0.x): ``floor_N_p50_us`` / ``floor_N_p99_us`` at a low open-loop
+    rate spread over every connection (1,200 samples), ``capacity_N_msg_s`` the highest of a
+    few rates that held (achieved ≥ 99 %, send-lag p99 ≤ 1 ms, p50 ≤ 2× that floor).
+    ``--quick`` measures 10 and 1,000 connections."""
+    out = {}
+    for n in QUICK_SCALE_CONNECTIONS if quick else SCALE_CONNECTIONS:
+        workers = limits.driver_processes(n)
+        poll = spin and workers <= len(cpus or ())
+        floor = measure(server, work, cpus, float(SCALE_FLOOR_RATE), n, 3.0, poll, workers)
+        out.update({f"floor_{n}_p50_us": floor["p50_us"], f"floor_{n}_p99_us": floor["p99_us"],
+                    f"driver_processes_{n}": workers})
+        log(f"{n} connections ({workers} driver processes): p50 {floor['p50_us']} us, p99 "
+            f"{floor['p99_us']} us at {SCALE_FLOOR_RATE}/s")
+        best = 0.0
+        for rate in SCALE_RATES[:2] if quick else SCALE_RATES:
+            r = measure(server, work, cpus, float(rate), n, 1.5, poll, workers)
+            passed = (r["achieved_rate"] >= 0.99 * rate and r["send_lag_p99_us"] <= LAG_LIMIT_US
+                      and math.isfinite(r["p50_us"]) and
+                      r["p50_us"] <= FLAT_FACTOR * max(floor["p50_us"], 1.0))
+            log(f"{n} connections, {rate}/s: achieved {r['achieved_rate']:.0f}/s, p50 "
+                f"{r['p50_us']} us, lag p99 {r['send_lag_p99_us']} us, refserver CPU "
+                f"{r['server_cpu_pct']:.0f} % -> {'ok' if passed else 'FAIL'}")
+            if not passed:
+                break
+            best = r["achieved_rate"]
+        out[f"capacity_{n}_msg_s"] = best
+    return out

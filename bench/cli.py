@@ -128,6 +128,8 @@ def build_parser():
     so.add_argument("--members", type=whole_list, help="fanout/emit room sizes N[,N...] (50)")
     so.add_argument("--tls", action="store_true",
                     help="nginx variants: terminate TLS in nginx, clients use wss")
+    sc.add_argument("--max-connections", type=whole,
+                    help="capacity: the last step of connected clients (10000)")
     rp.add_argument("--no-report", action="store_true", help=argparse.SUPPRESS)
     rp.add_argument("--variants-file", default=registry.DEFAULT_PATH, help=argparse.SUPPRESS)
 
@@ -216,7 +218,8 @@ def cmd_run(args):
                    arrivals=args.arrivals, deadline_ms=args.deadline_ms,
                    sweep_step_max=args.sweep_step_max, server_nodelay=args.server_nodelay,
                    profile=args.profile, emit_rate=args.emit_rate,
-                   members=args.members, servers=args.servers, tls=args.tls or None)
+                   members=args.members, servers=args.servers, tls=args.tls or None,
+                   max_connections=args.max_connections)
     steps, resolved = plan.build(variants, scenarios, options)
     if target and any(s.profiled or s.server_nodelay for s in steps):
         raise UsageError("--profile and --server-nodelay act on servers the harness starts; "

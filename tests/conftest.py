@@ -30,7 +30,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HARNESS_PARTS = ("servers/launch.py", "bench.driver.lean", "bench.driver.polling", "bench.driver.refserver",
                  "bench.distributed.engine", "bench worker", "py-spy",
                  "gunicorn", "uvicorn", "uwsgi", "servers.wsgi", "servers.asgi_app",
-                 "bench/driver/emitter.py", "redis-server", "valkey-server", "nginx")
+                 "bench/driver/emitter.py", "redis-server", "valkey-server", "nginx",
+                 "bench.driver.capacity", "bench.churn")
 TOKEN_VAR = "BENCH_TEST_SESSION"
 TOKEN = os.environ.setdefault(TOKEN_VAR, uuid.uuid4().hex)
 GRACE_S = 5.0

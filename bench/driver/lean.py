@@ -28,6 +28,7 @@ import numpy as np
 
 from bench.driver import protocol
 from bench.plan.job import Job, Outcome
+from bench.plan.limits import raise_nofile
 
 OK, TIMEOUT, DISCONNECT, ERROR, UNSENT = (int(o) for o in (
     Outcome.OK, Outcome.TIMEOUT, Outcome.DISCONNECT, Outcome.ERROR, Outcome.UNSENT))
@@ -110,6 +111,8 @@ def _listener_class():
             self.binary_ack = None  # ack id whose binary attachment is still to come
             self.binary = None  # attachment sent after each binary event
             self.open_ns = 0
+            self.last_ping_ns = 0  # when the server last pinged (capacity: ping timeouts)
+            self.pings = 0
 
         def on_ws_connected(self, transport):
             self.transport = transport
@@ -135,6 +138,7 @@ def _listener_class():
             packet = frame.get_payload_as_utf8_text()
             if packet == "2":
                 transport.send(WSMsgType.TEXT, b"3")
+                self.last_ping_ns, self.pings = now, self.pings + 1
             elif packet.startswith("42"):
                 if self.on_event is not None:
                     self.on_event(self, packet, now)
@@ -284,10 +288,26 @@ def source_for(job, i):
     return job.source_addresses[i % len(job.source_addresses)] if job.source_addresses else None
 
 
+CONNECTS_IN_FLIGHT = 200  # handshakes at once per process: a burst beyond overflows backlogs
+
+
 async def connect_all(job, indices, m):
-    return await asyncio.gather(*(connect(url_for(job, i), i, m, job.deadline,
-                                          source=source_for(job, i), ssl_context=ssl_for(job))
-                                  for i in indices))
+    gate = asyncio.Semaphore(CONNECTS_IN_FLIGHT)
+
+    async def one(i):
+        async with gate:
+            return await connect(url_for(job, i), i, m, job.deadline,
+                                 source=source_for(job, i), ssl_context=ssl_for(job))
+    conns = await asyncio.gather(*(one(i) for i in indices), return_exceptions=True)
+    failed = [c for c in conns if isinstance(c, BaseException)]
+    if failed:  # one clear line, every handshake finished or failed (none left running)
+        for c in conns:
+            if not isinstance(c, BaseException):
+                c.close()
+        first = failed[0]
+        raise ConnectionError(f"{len(failed)} of {len(conns)} connections failed "
+                              f"({type(first).__name__}: {str(first)[:80]})")
+    return conns
 
 
 async def wait_until(t_ns, spin):
@@ -447,39 +467,47 @@ async def _settle_and_close(m, conns, job):
 
 
 async def run_fanout(job, t0_source, sink):
-    """N members join one room; a sender triggers ``broadcast`` at ``rate``. Each delivery is
-    a message: index = trigger × members + member, intended = the trigger's intended time.
-    Members are spread over ``job.targets`` (a scale-out delivers through its queue).
+    """Members join one room; a sender triggers ``broadcast`` at ``rate``. Each delivery is a
+    message whose intended time is its trigger's (known from the schedule, so every driver
+    process stamps its own members against it on the one monotonic clock). This process holds
+    its share of the members (``job.conns``): arrays are trigger-major, ``len(conns)`` per
+    trigger, so the merged arrays of all processes have exactly ``members`` per trigger. The
+    sender lives in the process holding member 0. Members are spread over ``job.targets``
+    (a scale-out delivers through its queue).
 
     ``kind = "emit"``: no sender; another process (bench/driver/emitter.py) emits to the room
     through the message queue on the same schedule (same t0, same monotonic clock); members
     only receive. The harness fills in the emitter's actual send times afterwards."""
     members, rate = job.members, job.rate
     emit = job.kind == "emit"
+    mine = list(job.conns) if job.conns else list(range(members))
+    slot = {member: s for s, member in enumerate(mine)}
     n_triggers = int(rate * (job.warmup + job.duration))
-    m = sink["m"] = Messages(n_triggers * members)
+    width = len(mine)
+    m = sink["m"] = Messages(n_triggers * width)
     m.deadline_ns = int(job.deadline * 1e9)
     room = job.room or f"fan-{job.targets[0][1]}"
-    sender_msgs = Messages(n_triggers + members + 1)
-    conns = await connect_all(job, range(members), sender_msgs)
-    sender = None if emit else await connect(
-        url_for(job, members), members, sender_msgs, job.deadline,
-        source=source_for(job, members), ssl_context=ssl_for(job))
+    sender_msgs = Messages(n_triggers + width + 1)
+    conns = await connect_all(job, mine, sender_msgs)
+    sender = None
+    if 0 in slot and not emit:
+        sender = await connect(url_for(job, members), members, sender_msgs, job.deadline,
+                               source=source_for(job, members), ssl_context=ssl_for(job))
     for c in conns:  # join, each acked, before the clock starts
         k = sender_msgs.used
         sender_msgs.used += 1
         _send(c, sender_msgs, k, protocol.event_body("join", {"room": room}), mono())
     await wait_for_replies(lambda: any(c.outstanding for c in conns),
-                           mono() + int(job.deadline * 1e9), False)
+                           mono() + int(job.deadline * 1e9) + width * 10_000_000, False)
     if any(c.outstanding for c in conns):
         raise ConnectionError("members did not all join the room in time")
-    m.used = n_triggers * members
-    m.conn[:] = np.tile(np.arange(members, dtype=np.int32), n_triggers)
+    m.used = n_triggers * width
+    m.conn[:] = np.tile(np.asarray(mine, dtype=np.int32), n_triggers)
 
     def delivered(conn, packet, now):
         trigger = protocol.parse_trigger_id(packet)
         if trigger is not None and 0 <= trigger < n_triggers:
-            k = trigger * members + conn.index
+            k = trigger * width + slot[conn.index]
             if m.outcome[k] == UNSENT:
                 m.received[k] = now
                 m.recv_wait[k] = now - SELECTOR.woke_ns if SELECTOR else 0
@@ -490,21 +518,22 @@ async def run_fanout(job, t0_source, sink):
     pad = "x" * max(0, int(job.payload) - 40)
     t0 = await t0_source()
     times = t0 + np.round(np.arange(n_triggers) * (1e9 / rate)).astype(np.int64)
-    if emit:
-        m.intended[:m.used] = m.sent[:m.used] = np.repeat(times, members)
-    for trigger in range(0 if emit else n_triggers):
-        await wait_until(int(times[trigger]), job.spin)
-        now = mono()
-        span = slice(trigger * members, (trigger + 1) * members)
-        m.intended[span], m.sent[span] = times[trigger], now
-        if sender.alive:
-            sender.send_text("42" + protocol.event_body(
-                "broadcast", {"room": room, "id": trigger, "p": pad}))
+    m.intended[:m.used] = np.repeat(times, width)
+    m.sent[:m.used] = m.intended[:m.used]  # the sender's own process overwrites its spans
+    if sender is not None:
+        for trigger in range(n_triggers):
+            await wait_until(int(times[trigger]), job.spin)
+            now = mono()
+            m.sent[trigger * width:(trigger + 1) * width] = now
+            if sender.alive:
+                sender.send_text("42" + protocol.event_body(
+                    "broadcast", {"room": room, "id": trigger, "p": pad}))
     until = (int(times[-1]) if n_triggers else mono()) + m.deadline_ns
     await wait_for_replies(lambda: np.any(m.outcome[:m.used] == UNSENT), until, job.spin)
-    alive = np.array([c.alive for c in conns])
-    missing = m.outcome[:m.used] == UNSENT
-    m.outcome[:m.used][missing] = np.where(alive[m.conn[:m.used][missing]], TIMEOUT, DISCONNECT)
+    alive = {c.index: c.alive for c in conns}
+    missing = np.nonzero(m.outcome[:m.used] == UNSENT)[0]
+    for k in missing:
+        m.outcome[k] = TIMEOUT if alive[int(m.conn[k])] else DISCONNECT
     for c in [*conns, *([sender] if sender else [])]:
         c.close()
     await asyncio.sleep(0)
@@ -607,6 +636,7 @@ def run_loop(coro, connections=1, spin=False):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     job = Job.load(argv[0])
+    raise_nofile()
     if job.cpus:
         os.sched_setaffinity(0, job.cpus)
     tighten_timer_slack()

@@ -113,7 +113,8 @@ def run_load(job, workdir, workers=1, client="lean", on_start=None, start_at=Non
             outs.append(out)
             procs.append(lifecycle.spawn(argv, log_path, cpus=cpus, stdin=subprocess.PIPE,
                                          stdout=subprocess.PIPE))
-        connect_deadline = time.monotonic() + job.deadline + 15
+        # handshakes go CONNECTS_IN_FLIGHT at a time: thousands take seconds
+        connect_deadline = time.monotonic() + job.deadline + 15 + job.connections / 250
         for p in procs:
             line = _readline(p, connect_deadline, log_path, offset, "while connecting")
             if line != "ready":

@@ -8,13 +8,14 @@ import os
 from dataclasses import dataclass, replace
 
 from bench.analysis import recorder
+from bench.execute import capacity, lifecycle, profiler
 from bench.execute import deployment as deploy
-from bench.execute import lifecycle, profiler
 from bench.execute.emitting import emitting
 from bench.execute.load import DriverError, run_load
 from bench.execute.resources import Sampler
 from bench.execute.verify import verify, verify_deployment
 from bench.output import results
+from bench.plan import limits
 from bench.plan.job import for_step
 
 
@@ -50,6 +51,8 @@ class StepRunner:
 
     def run(self, step, part=0):
         """The step's summary rows (failures are rows too) and its resource rows."""
+        if step.kind in capacity.KINDS:  # thousands of idle clients, a restarted server
+            return capacity.run(self, step)
         if self.target:
             server = Target(*self.target)
             return self.verified(step, server, None, 0, part)
@@ -104,12 +107,16 @@ class StepRunner:
         step_transport = transport if client != "lean" else "websocket"
         # Busy-polling is honest only where the driver owns its cores alone (pinned apart
         # from the server); the stock client's threads never spin.
-        # The emitter shares the driver's cores (see meta pinning), so an emit step's driver
-        # sleeps instead of spinning.
-        spin = bool(self.driver_cpus) and client == "lean" and step.kind != "emit"
+        # Thousands of connections take several driver processes (limits.PER_DRIVER_PROCESS
+        # each); processes sharing a core must not spin against each other, nor against the
+        # emitter, which shares the driver's cores (see meta pinning).
+        processes = limits.driver_processes(step.connections) if client == "lean" else 1
+        spin = bool(self.driver_cpus) and client == "lean" and step.kind != "emit" \
+            and processes <= len(self.driver_cpus)
+        sources = getattr(server, "source_addresses", ()) or \
+            limits.source_addresses(step.connections)
         job = replace(for_step(step, getattr(server, "targets", [(server.host, server.port)]),
-                               spin=spin, cpus=self.driver_cpus or (),
-                               source_addresses=getattr(server, "source_addresses", ())),
+                               spin=spin, cpus=self.driver_cpus or (), source_addresses=sources),
                       transport=step_transport, ca_file=getattr(server, "ca_file", None) or "",
                       room=f"room-{step.index}-{part}")
         sampler = Sampler(step.variant, self.run_start)
@@ -140,8 +147,8 @@ class StepRunner:
             with emitter as emitter_proc:
                 try:
                     load = self.workers.run_load(job, client=client, on_start=on_start) \
-                        if self.workers else run_load(job, self.folder.work, client=client,
-                                                      on_start=on_start)
+                        if self.workers else run_load(job, self.folder.work, workers=processes,
+                                                      client=client, on_start=on_start)
                 except DriverError as exc:
                     if exc.partial is None:
                         return [recorder.failed_row(step, transport, f"driver failed: {exc}",

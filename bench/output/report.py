@@ -15,7 +15,7 @@ import pandas as pd
 
 from bench.analysis import reader, stats
 from bench.analysis.reader import has_data
-from bench.output import explain, plots
+from bench.output import capacity_chart, explain, plots
 from bench.output.plots import style
 from bench.output.plots.rows import panels, scenario_rows, splits
 from bench.output.results import atomic_write
@@ -63,6 +63,7 @@ def build(run_dir):
     """Regenerate plots/, report.md and report.html in ``run_dir`` from its CSVs and meta.json."""
     data = reader.read(run_dir)
     charts = plots.save_all(data, os.path.join(run_dir, "plots"))
+    charts += capacity_chart.save(run_dir, os.path.join(run_dir, "plots"))
     ctx = context(data, charts)
     atomic_write(os.path.join(run_dir, "report.md"), render("report.md.j2", ctx))
     for chart in ctx["charts"]:

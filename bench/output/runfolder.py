@@ -23,6 +23,7 @@ class RunFolder:
     def __init__(self, run_dir, meta):
         self.run_dir, self.meta = run_dir, meta
         self.rows, self.resource_rows, self.knees = [], [], []
+        self.tables = {}  # scenario tables beside summary.csv (capacity.csv): name -> rows
         self.work = os.path.join(run_dir, ".work")
         os.makedirs(self.work, exist_ok=True)
 
@@ -48,6 +49,11 @@ class RunFolder:
             self.knees.append(knee)
         writing(self.run_dir, self.flush)
 
+    def table(self, name, rows):
+        """Rows for a scenario table (``capacity.csv``), written at once."""
+        self.tables.setdefault(name, []).extend(rows)
+        writing(self.run_dir, self.flush)
+
     def samples(self, name, frame, hlog=None):
         def write():
             results.write_part(self.run_dir, name, frame)
@@ -64,6 +70,8 @@ class RunFolder:
         if self.knees:
             results.atomic_csv(pd.DataFrame(self.knees),
                                os.path.join(self.run_dir, "knees.csv"))
+        for name, rows in self.tables.items():
+            results.atomic_csv(pd.DataFrame(rows), os.path.join(self.run_dir, name))
 
     def finish(self, status, stopped_by=None):
         """Write what was measured, whatever happened; the first write error is re-raised

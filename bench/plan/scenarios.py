@@ -76,15 +76,28 @@ def _blocking(o):
 
 
 def _fanout(o):
+    sizes = o.get("members") or [o["connections"] or FANOUT_MEMBERS]  # --members wins
     return [Point(f"{members} members, {o['fanout_rate']:g} broadcasts/s",
-                  float(o["fanout_rate"]), members)
-            for members in o.get("members") or [o["connections"] or FANOUT_MEMBERS]]
+                  float(o["fanout_rate"]), members) for members in sizes]
 
 
 def _emit(o):
     return [Point(f"{members} members, {o['emit_rate']:g} emits/s", float(o["emit_rate"]),
                   members)
             for members in o.get("members") or [FANOUT_MEMBERS]]
+
+
+RECONNECT_CLIENTS = 100
+
+
+def _capacity(o):
+    top = int(o["max_connections"])
+    return [Point(f"up to {top} connections", None, top)]
+
+
+def _reconnect(o):
+    clients = o["connections"] or RECONNECT_CLIENTS
+    return [Point(f"{clients} clients", None, clients)]
 
 
 def _connect(o):
@@ -116,4 +129,13 @@ SCENARIOS = {s.name: s for s in [
     Scenario("blocking", "open", "mix",
              "echo traffic plus handlers that block (sleep or CPU): does one delay everyone?",
              _blocking, columns=("mix",), chart="blocking"),
+    Scenario("capacity", "capacity", "connections",
+             "connected clients rising in steps, idle but answering pings: how many a server "
+             "holds (probe latency, RSS, drops per step; capacity.csv)", _capacity,
+             chart="capacity"),
+    Scenario("reconnect", "reconnect", "clients",
+             "the server restarted under N clients: time until every client is back and "
+             "answering, and what was lost", _reconnect,
+             columns=("restart_ms", "stop_ms", "back", "never_back", "all_back_ms", "probes_lost",
+                      "sessions_lost"), chart="reconnect"),
 ]}

@@ -9,6 +9,7 @@ import random
 from dataclasses import dataclass, field, replace
 
 from bench.errors import UsageError
+from bench.plan import limits
 from bench.plan.scenarios import SCENARIOS, sweep_rates
 
 DEFAULTS = dict(rate=400.0, connections=None, duration=2.5, warmup=1.0, repeats=3,
@@ -16,7 +17,7 @@ DEFAULTS = dict(rate=400.0, connections=None, duration=2.5, warmup=1.0, repeats=
                 slo_achieved=0.95, sweep_start=100.0, sweep_factor=2.0, sweep_max=25600.0,
                 sweep_step_max=20.0, fanout_rate=20.0, connect_rate=20.0, block_ms=50.0,
                 block_rate=2.0, arrivals="uniform", client="lean", transport=None,
-                emit_rate=20.0, members=None, servers=None)
+                emit_rate=20.0, members=None, servers=None, max_connections=10_000)
 QUICK = dict(duration=1.0, warmup=0.5, repeats=1)
 MAX_MESSAGES = 5_000_000
 SLO_QUANTILE = 99.0     # the sweep's SLO percentile: a step needs 10 / (1 − 0.99) samples
@@ -111,15 +112,13 @@ def validate(o):
     for name, ok, rule in checks:
         if not ok:
             raise UsageError(f"--{name.replace('_', '-')} {rule}, got {o[name]:g}")
-    if o["connections"] is not None and not 1 <= o["connections"] <= 900:
-        raise UsageError(f"--connections must be in [1, 900], got {o['connections']}")
+    problem = limits.validate(o)  # connection counts against what this machine allows
+    if problem:
+        raise UsageError(problem)
     if o["arrivals"] not in ("uniform", "poisson"):
         raise UsageError(f"--arrivals must be uniform or poisson, got {o['arrivals']!r}")
     if o["servers"] is not None and not 1 <= o["servers"] <= 16:
         raise UsageError(f"--servers must be in [1, 16], got {o['servers']}")
-    for members in o["members"] or []:
-        if not 1 <= members <= 900:
-            raise UsageError(f"--members must be in [1, 900], got {members}")
     if max(o["rate"], o["sweep_max"]) * (o["duration"] + o["warmup"]) > MAX_MESSAGES:
         raise UsageError(f"rate × (duration + warmup) exceeds {MAX_MESSAGES} messages per "
                          "step; shorten the step or lower the rate")
@@ -188,7 +187,10 @@ def estimate_seconds(steps, o, overhead_s=2.5):
     counts every rate it may walk (an upper bound: it stops at the first break)."""
     total = 0.0
     for s in steps:
-        if s.sweep_rates:
+        if s.kind == "capacity":  # every step held past the (default 25 s) ping interval
+            total += sum(max(s.duration, 27.0) + 2 + n / 500
+                         for n in limits.capacity_levels(s.connections)) + overhead_s
+        elif s.sweep_rates:
             total += sum(s.at_rate(r, o).duration + s.warmup + overhead_s
                          for r in s.sweep_rates)
         else:
