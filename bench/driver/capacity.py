@@ -30,8 +30,6 @@ import random
 import sys
 from collections import Counter
 
-import numpy as np
-
 from bench.driver import lean, protocol
 from bench.plan.job import Job
 from bench.plan.limits import raise_nofile

@@ -281,7 +281,7 @@ def flame_svg(stacks, title="", width=1200, row=16, min_fraction=0.001):
     height = (depth + 3) * row
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
            f'font-family="Verdana, sans-serif" font-size="11">',
-           f'<rect width="100%" height="100%" fill="#fdfdf6"/>',
+           '<rect width="100%" height="100%" fill="#fdfdf6"/>',
            f'<text x="6" y="{row}" font-size="13">{html.escape(title)} — {total} samples '
            '(GIL held), root at the bottom</text>']
 
