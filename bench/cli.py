@@ -40,13 +40,6 @@ def whole(text):
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
 
 
-def whole_list(text):
-    values = [whole(part) for part in text.split(",") if part.strip()]
-    if not values:
-        raise argparse.ArgumentTypeError(f"not a list of whole numbers: {text!r}")
-    return tuple(values)
-
-
 def build_parser():
     p = Parser(prog="python -m bench", description="Latency harness for Flask-SocketIO "
                "deployments: spawns variant servers and measures WebSocket round trips.")
@@ -125,7 +118,8 @@ def build_parser():
     so = rp.add_argument_group("scale-out")
     so.add_argument("--servers", type=whole, help="server processes of a scale-out variant (2)")
     so.add_argument("--emit-rate", type=positive_float, help="emit: emits/s (20)")
-    so.add_argument("--members", type=whole_list, help="fanout/emit room sizes N[,N...] (50)")
+    so.add_argument("--members", help="fanout/emit room sizes N[,N...] (50; wins over "
+                    "--connections)")
     so.add_argument("--tls", action="store_true",
                     help="nginx variants: terminate TLS in nginx, clients use wss")
     sc.add_argument("--max-connections", type=whole,
