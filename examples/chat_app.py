@@ -17,7 +17,7 @@ import collections
 import itertools
 
 from flask import Flask, request
-from flask_socketio import SocketIO, emit, join_room
+from flask_socketio import ConnectionRefusedError, SocketIO, emit, join_room
 
 TOKEN = "bench-secret"
 NS = "/chat"

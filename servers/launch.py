@@ -40,6 +40,10 @@ def main():
         sys.exit(f"launch: {exc}")
     host, port = spec["host"], spec["port"]
     apply_nodelay()  # again: the app may have imported eventlet/gevent itself (idempotent)
+    if spec.get("knobs"):  # as the server holds them, not as asked (servers/userapp.py)
+        from servers.userapp import effective_knobs
+        print(f"launch: knobs {json.dumps(effective_knobs(socketio))}", file=sys.stderr,
+              flush=True)
     print(f"launch: async_mode={socketio.server.eio.async_mode} patch={PATCH} "
           f"launcher={spec['launcher']} pid={os.getpid()}", file=sys.stderr, flush=True)
     if spec["launcher"] == "app.run":

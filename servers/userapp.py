@@ -162,6 +162,14 @@ def build(app_spec=None, socketio_kwargs=None, knobs=None):
     return app, socketio
 
 
+def effective_knobs(socketio):
+    """The server knobs as the running Socket.IO / Engine.IO servers hold them."""
+    server, eio = socketio.server, socketio.server.eio
+    return dict(async_handlers=server.async_handlers, ping_interval=eio.ping_interval,
+                ping_timeout=eio.ping_timeout, max_http_buffer_size=eio.max_http_buffer_size,
+                http_compression=eio.http_compression)
+
+
 def check(spec):
     """Import ``spec`` (no patching) and describe it; AppError when it is unusable."""
     app, socketio = app_and_socketio(import_object(spec), spec)

@@ -5,6 +5,7 @@ the run goes on. The server is stopped in the lifecycle's ``finally`` whatever h
 """
 import contextlib
 import os
+import re
 from dataclasses import dataclass, replace
 
 from bench.analysis import recorder
@@ -101,10 +102,11 @@ class StepRunner:
             verdict = verify(server.host, server.port, timeout=step.deadline,
                              transport=step.transport)
         complaint = lifecycle.stderr_note(log_path, offset) if log_path else ""
+        complaint = re.sub(r"\x1b\[[0-9;]*m", "", complaint)  # terminal colours
         server_says = f" (server: {complaint})" if complaint and complaint != "(no output)" else ""
         raised = handler_exception(log_path, offset) if log_path and not verdict.transport \
             else ""
-        if raised and raised not in server_says:
+        if raised:
             server_says = f" (handler raised: {raised})" + server_says
         if not verdict.transport:
             return [recorder.failed_row(step, "", verdict.note + server_says)], []

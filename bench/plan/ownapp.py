@@ -143,17 +143,18 @@ def prepare(args, registry, variants, scenarios, target):
         extra["server_knobs"]["ws_compression"] = "off (never negotiated here: see --help)"
     if not args.app:
         return variants, extra
+    target_, _, attr = args.app.rpartition(":")
+    if not target_ or not attr.isidentifier():
+        raise UsageError("--app must look like module:attr or path/to/file.py:attr, got "
+                         f"{args.app!r}")
     refused = [(n, fixed_code_reason(registry.variants[n])) for n in variants
                if fixed_code_reason(registry.variants[n])]
     if refused and args.variants:
         name, why = refused[0]
         raise UsageError(f"--app cannot run under {name}: {why}")
-    if refused:
-        print(f"bench: --app skips {', '.join(n for n, _ in refused)} (fixed code, not your "
-              "app)", file=sys.stderr, flush=True)
-        variants = [n for n in variants if n not in dict(refused)]
-        if not variants:
-            raise UsageError("--app: no variant of this group can serve a Flask app")
+    variants = [n for n in variants if n not in dict(refused)]
+    if not variants:
+        raise UsageError("--app: no variant of this group can serve a Flask app")
     info = check_app(args.app)
     if traffic:
         check_traffic_against_app(info, traffic, args.app)
@@ -164,6 +165,9 @@ def prepare(args, registry, variants, scenarios, target):
                 raise UsageError(f"--app {args.app} has no {missing[0]!r} handler, which the "
                                  f"{scenario} scenario sends; describe your own traffic with "
                                  "--scenario-file (see examples/chat.toml)")
+    if refused:
+        print(f"bench: --app skips {', '.join(n for n, _ in refused)} (fixed code, not your "
+              "app)", file=sys.stderr, flush=True)
     forced = {n: dict(async_mode=registry.variants[n].socketio_kwargs.get("async_mode"),
                       launcher=registry.variants[n].launcher, patch=registry.variants[n].patch)
               for n in variants}

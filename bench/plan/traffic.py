@@ -122,7 +122,9 @@ def load(path):
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise UsageError(f"scenario file {os.path.basename(path)}: {exc}") from None
+        message = str(exc).replace("(at end of document)",
+                                   f"(at end of document, line {text.count(chr(10)) + 1})")
+        raise UsageError(f"scenario file {os.path.basename(path)}: {message}") from None
     return validate(data, path, text)
 
 
