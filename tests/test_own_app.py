@@ -62,12 +62,14 @@ def test_closed_loop_mixes_ack_and_event_replies(bench, tmp_path):
     ack and the event:NAME reply paths are both exercised (1 connection: no relays)."""
     r = bench.run("run", "--app", CHAT_APP, "--scenario-file", CHAT_TOML, "--variants",
                   "socketio-run-threading", "--scenario", "echo", "--out", tmp_path,
-                  "--quick", "--duration", "0.5", "--warmup", "0.1", "--no-report",
-                  timeout=120)
+                  "--quick", "--duration", "0.5", "--warmup", "0.1", timeout=180)
     assert r.returncode == 0, r.stderr[-3000:]
     run_dir, = bench.run_dirs(str(tmp_path))
     row = bench.summary(run_dir).iloc[0]
-    assert row["valid"] and row["ok"] >= 20 and row["ok"] == row["attempted"], row["note"]
+    assert row["ok"] >= 20 and row["ok"] == row["attempted"], row["note"]
+    with open(os.path.join(run_dir, "report.md")) as f:
+        report = f.read()
+    assert "| app override |" in report and "| scenario file |" in report
 
 
 @pytest.mark.slow
@@ -229,6 +231,8 @@ def bad_cases(tmp_path):
          "no handler for event 'shout' on namespace '/chat'"),
         ("fanout-with-file", ["--scenario-file", CHAT_TOML, "--scenario", "fanout"],
          "'fanout' sends the harness's own events"),
+        ("file-over-polling", ["--scenario-file", CHAT_TOML, "--client", "python-socketio"],
+         "lean client over WebSocket only"),
         ("ws-compression-on", ["--ws-compression", "on"], "no WebSocket compression switch"),
         ("async-handlers-bad", ["--async-handlers", "yes"], "--async-handlers takes on or off"),
         ("knobs-with-target", ["--target", "http://127.0.0.1:9", "--ping-interval", "5"],
@@ -239,7 +243,7 @@ def bad_cases(tmp_path):
 CASE_IDS = ["missing-module", "missing-file", "missing-attribute", "not-a-flask-app",
             "flask-app-without-socketio", "app-without-echo", "seed-variant",
             "unknown-reply-kind", "unknown-key", "toml-syntax", "missing-scenario-file",
-            "namespace-not-served", "handler-missing", "fanout-with-file",
+            "namespace-not-served", "handler-missing", "fanout-with-file", "file-over-polling",
             "ws-compression-on", "async-handlers-bad", "knobs-with-target"]
 
 

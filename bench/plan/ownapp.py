@@ -134,6 +134,11 @@ def prepare(args, registry, variants, scenarios, target):
         if other:
             raise UsageError(f"--scenario-file drives the {', '.join(TRAFFIC_SCENARIOS)} "
                              f"scenarios; {other[0]!r} sends the harness's own events")
+        if "python-socketio" in str(getattr(args, "client", "") or "") or \
+                "polling" in str(getattr(args, "transport", "") or ""):
+            raise UsageError("--scenario-file traffic is driven by the lean client over "
+                             "WebSocket only; drop --client python-socketio / --transport "
+                             "polling")
         if "payload" in scenarios and not traffic_mod.has_pad(traffic):
             raise UsageError("the payload scenario with --scenario-file needs a \"{pad:N}\" "
                              "string in the [[messages]] args (it becomes each payload size)")
