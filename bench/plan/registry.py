@@ -66,7 +66,8 @@ class Variant:
                         knobs=knobs or {})
             return [py, os.path.join(ROOT, "servers", "launch.py"), self.patch,
                     json.dumps(spec)]
-        spec = json.dumps(dict(socketio_kwargs=self.socketio_kwargs, app=app, knobs=knobs or {}),
+        spec = json.dumps(dict(socketio_kwargs=self.socketio_kwargs, app=app,
+                               **({"knobs": knobs} if knobs else {})),
                           separators=(",", ":"))
         if self.launcher == "gunicorn":
             control = ["--no-control-socket"] if self._gunicorn_has_control_socket() else []
