@@ -68,7 +68,18 @@ def build_parser():
     rp.add_argument("--repeats", type=whole, help="repeats of every step (3)")
     rp.add_argument("--payload", type=whole, help="echo argument size in bytes (64)")
     rp.add_argument("--target", help="measure an already running server at this URL")
-    rp.add_argument("--app", help="your own app as module:attr (a Flask app with SocketIO)")
+    rp.add_argument("--app", help="your own app as module:attr or path/to/file.py:attr (a "
+                    "Flask app with SocketIO), served under every chosen Flask variant")
+    rp.add_argument("--scenario-file", help="your own traffic (TOML: namespace, [connect], "
+                    "[[setup]], [[messages]]; see examples/chat.toml)")
+    kn = rp.add_argument_group("server knobs (SocketIO keyword arguments, recorded in meta.json)")
+    kn.add_argument("--async-handlers", help="on|off: async_handlers")
+    kn.add_argument("--ping-interval", type=positive_float, help="seconds: ping_interval")
+    kn.add_argument("--ping-timeout", type=positive_float, help="seconds: ping_timeout")
+    kn.add_argument("--max-http-buffer-size", type=whole, help="bytes: max_http_buffer_size")
+    kn.add_argument("--ws-compression", help="on|off: engineio has no WebSocket compression "
+                    "switch (permessage-deflate is negotiated only when a client offers it, and "
+                    "ours do not): off is recorded, on is refused")
     rp.add_argument("--client", help="client list measured side by side: lean, "
                     "python-socketio (default lean; the stock client steps in for polling)")
     rp.add_argument("--transport", help="force transports, side by side: websocket, polling "
@@ -188,8 +199,6 @@ def cmd_run(args):
     if target and (args.variants or args.group or args.app):
         raise UsageError("--target measures one running server; it excludes --variants, "
                          "--group and --app")
-    if args.app and ":" not in args.app:
-        raise UsageError(f"--app must look like module:attr, got {args.app!r}")
     reg = registry.load(args.variants_file)
     names = [n.strip() for n in args.variants.split(",") if n.strip()] if args.variants else None
     if args.variants is not None and not names:
@@ -201,6 +210,8 @@ def cmd_run(args):
                          "(e.g. scaleout-redis-nginx)")
     scenarios = args.scenario or ["echo", "rate"]
     bind = distributed_bind(args)
+    from bench.plan import ownapp
+    variants, own = ownapp.prepare(args, reg, variants, scenarios, target)
     options = dict(rate=args.rate, connections=args.connections, duration=args.duration,
                    warmup=args.warmup, repeats=args.repeats, payload=args.payload,
                    seed=args.seed, quick=args.quick, slo_p99_ms=args.slo_p99_ms,
@@ -226,7 +237,7 @@ def cmd_run(args):
         return 0
     run_dir = results.create_run_dir(args.out, args.label)
     resolved.update(variants=variants, scenarios=scenarios, pin=not args.no_pin, app=args.app,
-                    label=args.label, target=args.target)
+                    label=args.label, target=args.target, **own)
     workers = None
     if bind:
         from bench.distributed.master import Coordinator
@@ -250,11 +261,14 @@ def cmd_run(args):
         if workers:
             workers.close()
     print_table(rows)
+    failed = ownapp.all_failed_line(rows) if own.get("traffic") else ""
     if not args.no_report:
         from bench.output import report
         report.build(run_dir)
         print(f"report: {os.path.join(run_dir, 'report.md')} (charts in plots/)")
     print(f"results: {run_dir}")
+    if failed:
+        raise UsageError(failed)
     return 0
 
 

@@ -76,7 +76,7 @@ def make_app():
     spec = json.loads(os.environ.get(SPEC_VAR) or "{}")
     if spec.get("app"):
         sys.exit("asgi_app: --app takes a Flask app; uvicorn-asgi serves its own AsyncServer")
-    app, _ = create_app(**spec.get("socketio_kwargs", {}))
+    app, _ = create_app(**dict(spec.get("socketio_kwargs", {}), **spec.get("knobs", {})))
     print(f"asgi_app: python-socketio AsyncServer (asgi) pid={os.getpid()}", file=sys.stderr,
           flush=True)
     nodelay_if_asked()

@@ -25,24 +25,25 @@ from servers.nodelay import apply as apply_nodelay  # noqa: E402
 
 apply_nodelay()  # TCP_NODELAY on accepted sockets when BENCH_SERVER_NODELAY=1
 
-import importlib  # noqa: E402
 import json  # noqa: E402
 
 
 def main():
     spec = json.loads(sys.argv[2])
     sys.path[:0] = [os.getcwd(), os.path.dirname(os.path.dirname(os.path.abspath(__file__)))]
-    if spec.get("app"):
-        module_name, _, attr = spec["app"].partition(":")
-        module = importlib.import_module(module_name)
-        app = getattr(module, attr or "app")
-        socketio = app.extensions["socketio"]
-    else:
-        from servers.app import create_app
+    from servers.userapp import AppError, build
 
-        app, socketio = create_app(**spec.get("socketio_kwargs", {}))
+    try:
+        app, socketio = build(spec.get("app"), spec.get("socketio_kwargs", {}),
+                              spec.get("knobs") or {})
+    except AppError as exc:
+        sys.exit(f"launch: {exc}")
     host, port = spec["host"], spec["port"]
     apply_nodelay()  # again: the app may have imported eventlet/gevent itself (idempotent)
+    if spec.get("knobs"):  # as the server holds them, not as asked (servers/userapp.py)
+        from servers.userapp import effective_knobs
+        print(f"launch: knobs {json.dumps(effective_knobs(socketio))}", file=sys.stderr,
+              flush=True)
     print(f"launch: async_mode={socketio.server.eio.async_mode} patch={PATCH} "
           f"launcher={spec['launcher']} pid={os.getpid()}", file=sys.stderr, flush=True)
     if spec["launcher"] == "app.run":

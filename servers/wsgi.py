@@ -6,7 +6,6 @@ line (gunicorn ``-e``, uWSGI ``--env``), so the command a user reads in ``logs/`
 truth. No monkey patching here: gunicorn's gevent/eventlet workers and uWSGI's
 ``--gevent-monkey-patch`` patch before this module is imported.
 """
-import importlib
 import json
 import os
 import sys
@@ -26,28 +25,21 @@ def nodelay_if_asked():
     nodelay.apply()
 
 
-def load_user_app(target):
-    """``module:attr`` or ``path/to/file.py:attr`` -> the Flask app."""
-    module_name, _, attr = target.rpartition(":") if target.count(":") else (target, "", "app")
-    if module_name.endswith(".py"):
-        sys.path.insert(0, os.path.dirname(os.path.abspath(module_name)))
-        module_name = os.path.basename(module_name)[:-3]
-    module = importlib.import_module(module_name)
-    return getattr(module, attr or "app")
-
-
 def make_app(spec=None):
     """The Flask app (a WSGI callable) the spec asks for."""
     if spec is None:
         spec = json.loads(os.environ.get(SPEC_VAR) or "{}")
     sys.path.insert(0, os.getcwd())
-    if spec.get("app"):
-        app = load_user_app(spec["app"])
-        socketio = app.extensions["socketio"]
-    else:
-        from servers.app import create_app
+    # The user's app (--app) is imported and its own SocketIO re-initialised with this
+    # variant's socketio_kwargs and the server knobs; else servers/app.py (servers/userapp.py).
+    from servers.userapp import build
 
-        app, socketio = create_app(**spec.get("socketio_kwargs", {}))
+    app, socketio = build(spec.get("app"), spec.get("socketio_kwargs", {}),
+                          spec.get("knobs") or {})
+    if spec.get("knobs"):
+        from servers.userapp import effective_knobs
+        print(f"launch: knobs {json.dumps(effective_knobs(socketio))}", file=sys.stderr,
+              flush=True)
     print(f"wsgi: async_mode={socketio.server.eio.async_mode} pid={os.getpid()}",
           file=sys.stderr, flush=True)
     nodelay_if_asked()

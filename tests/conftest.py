@@ -27,7 +27,7 @@ import psutil
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-HARNESS_PARTS = ("servers/launch.py", "bench.driver.lean", "bench.driver.polling", "bench.driver.refserver",
+HARNESS_PARTS = ("servers/launch.py", "servers/userapp.py", "bench.driver.lean", "bench.driver.polling", "bench.driver.refserver",
                  "bench.distributed.engine", "bench worker", "py-spy",
                  "gunicorn", "uvicorn", "uwsgi", "servers.wsgi", "servers.asgi_app",
                  "bench/driver/emitter.py", "redis-server", "valkey-server", "nginx",

@@ -14,7 +14,9 @@ SOURCES = sorted(glob.glob(os.path.join(ROOT, "bench", "**", "*.py"), recursive=
                  glob.glob(os.path.join(ROOT, "servers", "*.py")))
 RUN_OPTIONS = ["--variants", "--group", "--scenario", "--connections", "--rate", "--duration",
                "--warmup", "--repeats", "--payload", "--target", "--app", "--client", "--out",
-               "--label", "--seed", "--no-pin", "--allow-remote", "--quick"]
+               "--label", "--seed", "--no-pin", "--allow-remote", "--quick",
+               "--scenario-file", "--async-handlers", "--ping-interval", "--ping-timeout",
+               "--max-http-buffer-size", "--ws-compression"]
 COMMANDS = ["list", "run", "report", "compare", "calibrate"]
 
 

@@ -113,6 +113,7 @@ def _listener_class():
             self.open_ns = 0
             self.last_ping_ns = 0  # when the server last pinged (capacity: ping timeouts)
             self.pings = 0
+            self.connect_packet = protocol.CONNECT  # namespace and auth: protocol.connect_packet
 
         def on_ws_connected(self, transport):
             self.transport = transport
@@ -147,7 +148,7 @@ def _listener_class():
                     self.open_ns = now
                     self.handshake_info = protocol.parse_open(packet)
                     self.stage = "connect"
-                    transport.send(WSMsgType.TEXT, protocol.CONNECT.encode())
+                    transport.send(WSMsgType.TEXT, self.connect_packet.encode())
                 except ValueError as exc:
                     self._fail(exc)
             elif self.stage == "connect":
@@ -205,7 +206,8 @@ def _listener_class():
     return Connection
 
 
-async def connect(url, index, messages, timeout, stamps=None, source=None, ssl_context=None):
+async def connect(url, index, messages, timeout, stamps=None, source=None, ssl_context=None,
+                  namespace="/", auth=None, query=None, headers=None):
     """Open one WebSocket and complete the Engine.IO and Socket.IO handshakes.
 
     With ``stamps`` (a dict), record when TCP connected, the upgrade completed and the
@@ -213,7 +215,10 @@ async def connect(url, index, messages, timeout, stamps=None, source=None, ssl_c
     failed, for the connect scenario. ``source``: bind the client socket to this address
     first (spreads clients over 127.0.0.x for hash-balancing proxies and port ranges).
     ``ssl_context``: wss (a ``wss://`` url).
+    ``namespace``/``auth`` go in the Socket.IO CONNECT packet, ``query`` in the URL,
+    ``headers`` in the HTTP upgrade request (the user's traffic, bench/driver/custom.py).
     """
+    from urllib.parse import urlencode
     import socket
 
     from picows import ws_connect
@@ -224,7 +229,12 @@ async def connect(url, index, messages, timeout, stamps=None, source=None, ssl_c
 
     def factory():
         holder["c"] = cls(index, messages)
+        if auth is not None or namespace not in (None, "/"):
+            holder["c"].connect_packet = protocol.connect_packet(namespace, auth)
         return holder["c"]
+
+    if query:
+        url += ("&" if "?" in url else "?") + urlencode(query)
 
     async def tcp(parsed):
         loop = asyncio.get_running_loop()
@@ -243,7 +253,8 @@ async def connect(url, index, messages, timeout, stamps=None, source=None, ssl_c
 
     stamps["failed"] = "tcp"
     await asyncio.wait_for(ws_connect(factory, url, websocket_handshake_timeout=timeout,
-                                      socket_factory=tcp, ssl_context=ssl_context), timeout)
+                                      socket_factory=tcp, ssl_context=ssl_context,
+                                      extra_headers=headers or None), timeout)
     stamps["upgrade"] = mono()
     stamps["failed"] = "open"
     conn = holder["c"]
@@ -413,6 +424,9 @@ async def run_job(job, t0_source, sink):
         return await run_fanout(job, t0_source, sink)
     if job.kind == "connect":
         return await run_connect(job, t0_source, sink)
+    if job.traffic:  # the user's own events (--scenario-file)
+        from bench.driver.custom import run_custom
+        return await run_custom(job, t0_source, sink)
     m = sink["m"] = Messages(job.max_messages)
     m.deadline_ns = int(job.deadline * 1e9)
     conns = await connect_all(job, job.conns, m)

@@ -83,8 +83,57 @@ def parse_open(packet):
 def parse_connect_reply(packet):
     """Socket.IO CONNECT reply ``40{"sid":..}`` → sid; ValueError on ``44`` (refused) or other."""
     if packet.startswith("40"):
-        body = packet[2:]
+        body = split_namespace(packet[2:])[1]
         return json.loads(body).get("sid") if body else None
     if packet.startswith("44"):
-        raise ValueError(f"connect refused by server: {packet[2:200]}")
+        namespace, body = split_namespace(packet[2:])
+        where = f" on namespace {namespace}" if namespace != "/" else ""
+        raise ValueError(f"connect refused by server{where}: {body[:200]}")
     raise ValueError(f"expected Socket.IO CONNECT reply, got {packet[:40]!r}")
+
+
+# ---------------------------------------------------------------- namespaces, auth (user traffic)
+
+def ns_prefix(namespace):
+    """What follows the packet type in a namespaced packet: "" for "/", else "/chat,"."""
+    return "" if namespace in (None, "", "/") else namespace + ","
+
+
+def connect_packet(namespace="/", auth=None):
+    """``40[/ns,][{auth}]``: a Socket.IO CONNECT to ``namespace`` with an auth payload."""
+    tail = json.dumps(auth, separators=(",", ":")) if auth is not None else ""
+    return "40" + ns_prefix(namespace) + tail
+
+
+def split_namespace(body):
+    """(namespace, rest) of a Socket.IO packet body after its type character."""
+    if body.startswith("/"):
+        comma = body.find(",")
+        if comma < 0:
+            return body, ""
+        return body[:comma], body[comma + 1:]
+    return "/", body
+
+
+def parse_packet(text):
+    """A Socket.IO packet inside an Engine.IO MESSAGE (``4…``) as
+    ``(type, namespace, ack_id, attachments, data_text)``; type is "0".."6". None otherwise."""
+    if len(text) < 2 or text[0] != "4" or not text[1].isdigit():
+        return None
+    kind, rest = text[1], text[2:]
+    attachments = 0
+    if kind in "56":
+        dash = rest.find("-")
+        if dash > 0 and rest[:dash].isdigit():
+            attachments, rest = int(rest[:dash]), rest[dash + 1:]
+    namespace, rest = split_namespace(rest)
+    end = 0
+    while end < len(rest) and rest[end].isdigit():
+        end += 1
+    ack_id = int(rest[:end]) if end else None
+    return kind, namespace, ack_id, attachments, rest[end:]
+
+
+def user_event_packet(namespace, ack_id, body):
+    """``42[/ns,][id][...]``: an event of the user's traffic (``ack_id`` None: no ack asked)."""
+    return "42" + ns_prefix(namespace) + ("" if ack_id is None else str(ack_id)) + body

@@ -120,8 +120,9 @@ def serving_variant(variant, log_path, cpus=None, options=None, env=None):
     ``env``: the servers' environment (e.g. BENCH_SERVER_NODELAY), None to inherit."""
     options = options or {}
     app = options.get("app")
+    knobs = options.get("knobs")  # server knobs (#13), as SocketIO keyword arguments
     if not is_scaleout(variant):
-        with lifecycle.serving(lambda port: variant.argv(port, app=app), log_path,
+        with lifecycle.serving(lambda port: variant.argv(port, app=app, knobs=knobs), log_path,
                                cpus=cpus, env=env) as server:
             yield Deployment(server.host, server.port, [(server.host, server.port)],
                              [("server", server)])
@@ -142,7 +143,7 @@ def serving_variant(variant, log_path, cpus=None, options=None, env=None):
         parts = [("redis", redis)]
         for i in range(n):
             server = stack.enter_context(lifecycle.serving(
-                lambda port: queued.argv(port), log_path, cpus=cpus, env=env))
+                lambda port: queued.argv(port, knobs=knobs), log_path, cpus=cpus, env=env))
             parts.append((f"server {i + 1}/{n}", server))
         backends = [(s.host, s.port) for _, s in parts[1:]]
         if proxy == "nginx":

@@ -5,6 +5,7 @@ the run goes on. The server is stopped in the lifecycle's ``finally`` whatever h
 """
 import contextlib
 import os
+import re
 from dataclasses import dataclass, replace
 
 from bench.analysis import recorder
@@ -13,7 +14,7 @@ from bench.execute import deployment as deploy
 from bench.execute.emitting import emitting
 from bench.execute.load import DriverError, run_load
 from bench.execute.resources import Sampler
-from bench.execute.verify import verify, verify_deployment
+from bench.execute.verify import handler_exception, verify, verify_deployment
 from bench.output import results
 from bench.plan import limits
 from bench.plan.job import for_step
@@ -81,15 +82,32 @@ class StepRunner:
         except lifecycle.NotReady as exc:
             return [recorder.failed_row(step, "", f"not ready: {exc}")], []
 
+    def traffic(self, step):
+        """The user's traffic for this step (None without --scenario-file); in the payload
+        scenario every "{pad:N}" takes the step's payload size."""
+        traffic = self.options.get("traffic")
+        if traffic and step.scenario == "payload":
+            traffic = dict(traffic, pad=step.payload)
+        return traffic
+
     def verified(self, step, server, log_path, offset, part):
-        if hasattr(server, "backends"):  # every server of a scale-out, its entry point
+        traffic = self.traffic(step)
+        if traffic:  # the user's own events, at the entry point the driver uses
+            verdict = verify(server.host, server.port, timeout=step.deadline,
+                             transport=step.transport, traffic=traffic)
+        elif hasattr(server, "backends"):  # every server of a scale-out, its entry point
             verdict = verify_deployment(server, timeout=step.deadline,
                                         transport=step.transport)
         else:
             verdict = verify(server.host, server.port, timeout=step.deadline,
                              transport=step.transport)
         complaint = lifecycle.stderr_note(log_path, offset) if log_path else ""
+        complaint = re.sub(r"\x1b\[[0-9;]*m", "", complaint)  # terminal colours
         server_says = f" (server: {complaint})" if complaint and complaint != "(no output)" else ""
+        raised = handler_exception(log_path, offset) if log_path and not verdict.transport \
+            else ""
+        if raised:
+            server_says = f" (handler raised: {raised})" + server_says
         if not verdict.transport:
             return [recorder.failed_row(step, "", verdict.note + server_says)], []
         client = step.client if verdict.transport == "websocket" else "python-socketio"
@@ -118,7 +136,7 @@ class StepRunner:
         job = replace(for_step(step, getattr(server, "targets", [(server.host, server.port)]),
                                spin=spin, cpus=self.driver_cpus or (), source_addresses=sources),
                       transport=step_transport, ca_file=getattr(server, "ca_file", None) or "",
-                      room=f"room-{step.index}-{part}")
+                      room=f"room-{step.index}-{part}", traffic=self.traffic(step))
         sampler = Sampler(step.variant, self.run_start)
         pids = [p for p in getattr(server, "pids", [server.pid]) if p]
         if pids:

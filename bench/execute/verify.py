@@ -6,6 +6,7 @@ stock client. The result names the transport and, when WebSocket was refused, wh
 import asyncio
 import json
 import re
+import time
 from dataclasses import dataclass
 
 from bench.driver import protocol
@@ -98,10 +99,14 @@ def _bounded(fn, args, limit):
     return box["value"]
 
 
-def verify(host, port, timeout=5.0, transport=None, ca_file=None, source=None):
+def verify(host, port, timeout=5.0, transport=None, ca_file=None, source=None, traffic=None):
     """One echo over WebSocket, else over polling (or only over ``transport`` when one is
     forced); never raises for a server's failure. ``ca_file``: wss trusting that certificate
-    (nginx under ``--tls``); ``source``: the client address to connect from."""
+    (nginx under ``--tls``); ``source``: the client address to connect from. With ``traffic``
+    (a scenario file), the file's first setup and first message instead (see
+    :func:`verify_traffic`)."""
+    if traffic:
+        return verify_traffic(host, port, traffic, timeout, transport)
     ws_note = ""
     if transport in (None, "websocket"):
         try:
@@ -146,3 +151,107 @@ def verify_deployment(deployment, timeout=5.0, transport=None):
             return Verdict("", f"{what} failed verification: {v.note or 'no WebSocket'}")
         first = first or v
     return first
+
+
+# ---------------------------------------------------------------- the user's own traffic
+
+TRAFFIC_NOTE = "scenario file:"  # every failure line of the user's traffic starts so
+
+
+class TrafficFailed(Exception):
+    """The user's traffic got no proper reply; the message is the one line to show."""
+
+
+def _came_back(conn, seen):
+    """What the server sent after our packet: nothing, an error packet, a disconnect, …"""
+    errors = [t for t in seen if t.startswith("44")]
+    if errors:
+        return f"an error packet {errors[0][:160]}"
+    if not conn.alive:
+        closes = [t for t in seen if t.startswith("41") or t == "1"]
+        return "a disconnect" + (f" ({closes[0][:40]})" if closes else "")
+    others = [t for t in seen if t != "2"]
+    if others:
+        return "other packets: " + " | ".join(t[:80] for t in others[:3])
+    return "nothing"
+
+
+async def _traffic_probe(host, port, traffic, timeout):
+    from bench.driver import custom
+
+    plan = custom.Plan(traffic)
+    ns = plan.namespace
+    m = Messages(2, extras=("message",))
+    m.deadline_ns = int(timeout * 1e9)
+    try:
+        conn = await connect(protocol.ws_url(host, port), 0, m, timeout, **plan.connect)
+    except ValueError as exc:  # a 44 connect refusal, with its payload
+        raise TrafficFailed(f"connect to namespace {ns}: {exc}") from None
+    except (asyncio.TimeoutError, TimeoutError):
+        raise TrafficFailed(f"connect to namespace {ns}: no answer within {timeout:g} s") \
+            from None
+    except ConnectionError as exc:
+        raise TrafficFailed(f"connect to namespace {ns}: {exc}") from None
+    seen = []
+    custom.attach(conn, plan, 1, observer=seen.append)
+    try:
+        if plan.setup:
+            event = plan.setup[0][0]
+            try:
+                await custom.setup_one(conn, plan, 0, timeout)
+            except (asyncio.TimeoutError, TimeoutError):
+                raise TrafficFailed(f"setup event {event!r} on namespace {ns}: no ack within "
+                                    f"{timeout:g} s; came back: {_came_back(conn, seen)}") \
+                    from None
+        seen.clear()
+        event, reply, _ = plan.messages[0]
+        m.used, m.conn[0] = 1, 0
+        m.intended[0] = m.sent[0] = time.monotonic_ns()
+        conn.outstanding += 1
+        conn.force_choice = 0
+        conn.send_message(0)
+        deadline = asyncio.get_running_loop().time() + timeout
+        while m.outcome[0] == 0 and conn.alive and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.002)
+        if m.outcome[0] == 0:
+            wanted = "an ack" if reply is None else f"the event {reply!r}"
+            raise TrafficFailed(f"event {event!r} on namespace {ns}: {wanted} did not come "
+                                f"within {timeout:g} s; came back: {_came_back(conn, seen)}")
+        return (m.received[0] - m.sent[0]) / 1e3
+    finally:
+        conn.close()
+
+
+def verify_traffic(host, port, traffic, timeout=5.0, transport=None):
+    """The scenario file's first setup (ack awaited) and first message (its reply awaited)
+    over WebSocket; the verdict's note is one line naming the event, the namespace and what
+    came back. The user's traffic is driven by the lean client, so WebSocket only."""
+    if transport == "polling":
+        return Verdict("", f"{TRAFFIC_NOTE} the user's traffic is driven over WebSocket only "
+                           "(the lean client); polling is not available for it")
+    try:
+        run_loop(_traffic_probe(host, port, traffic, timeout))
+        return Verdict("websocket", "")
+    except TrafficFailed as exc:
+        return Verdict("", f"{TRAFFIC_NOTE} {exc}")
+    except Exception as exc:  # noqa: BLE001 - e.g. the upgrade refused (HTTP 500)
+        return Verdict("", f"{TRAFFIC_NOTE} {_websocket_refusal(exc)} (the user's traffic "
+                           "needs WebSocket)")
+
+
+def handler_exception(log_path, offset=0):
+    """The last line of the last traceback in the server's log since ``offset`` (an exception
+    inside the user's handler), or ""."""
+    try:
+        with open(log_path, "rb") as f:
+            f.seek(offset)
+            text = f.read(1 << 20).decode("utf-8", "replace")
+    except OSError:
+        return ""
+    if "Traceback (most recent call last)" not in text:
+        return ""
+    tail = text[text.rindex("Traceback (most recent call last)"):].splitlines()
+    for line in tail[1:]:
+        if line and not line.startswith((" ", "\t", "Traceback")):
+            return line.strip()[:200]
+    return ""

@@ -421,6 +421,11 @@ def metadata(data):
          if pin.get("enabled") else "off"),
         ("calibration", ", ".join(f"{k}={v}" for k, v in calib.items()) or "not run"),
     ]
+    rows += [(k, v) for k, v in (  # the user's own app, traffic and server knobs (#13)
+        ("app override", (m.get("app_override") or {}).get("text")),
+        ("scenario file", m.get("scenario_file")),
+        ("server knobs", ", ".join(f"{k}={v}" for k, v in (m.get("server_knobs") or {}).items())))
+        if v]
     rows += [(f"packages ({env})", ", ".join(f"{k} {v}" for k, v in versions.items() if v))
              for env, versions in m.get("packages", {}).items()]
     return rows

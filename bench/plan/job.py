@@ -47,6 +47,7 @@ class Job:
     conns: tuple = ()                   # this process's connection indices
     out: str = ""                       # where this process writes its arrays
     extra: dict = field(default_factory=dict)
+    traffic: dict | None = None         # the user's own events (bench/plan/traffic.py)
 
     @property
     def total_conns(self):

@@ -56,16 +56,18 @@ class Variant:
             needs=tuple(e.get("needs", ())),
             locks_dir=e.get("locks_dir", os.path.join(ROOT, "servers", "locks")))
 
-    def argv(self, port, host="127.0.0.1", app=None):
+    def argv(self, port, host="127.0.0.1", app=None, knobs=None):
         """Command that starts this variant on ``host:port``, run with its environment."""
         env = self.environment_spec
         py = environments.python(env)
         if self.launcher in DEV_LAUNCHERS:
             spec = dict(launcher=self.launcher, socketio_kwargs=self.socketio_kwargs,
-                        run_kwargs=self.run_kwargs, host=host, port=port, app=app)
+                        run_kwargs=self.run_kwargs, host=host, port=port, app=app,
+                        knobs=knobs or {})
             return [py, os.path.join(ROOT, "servers", "launch.py"), self.patch,
                     json.dumps(spec)]
-        spec = json.dumps(dict(socketio_kwargs=self.socketio_kwargs, app=app),
+        spec = json.dumps(dict(socketio_kwargs=self.socketio_kwargs, app=app,
+                               **({"knobs": knobs} if knobs else {})),
                           separators=(",", ":"))
         if self.launcher == "gunicorn":
             control = ["--no-control-socket"] if self._gunicorn_has_control_socket() else []
@@ -84,7 +86,8 @@ class Variant:
         if self.launcher == "uvicorn":
             workers = ["--workers", str(self.workers)] if self.workers > 1 else []
             # uvicorn has no option that sets the environment: env(1) does it when needed.
-            prefix = ["env", f"{SPEC_VAR}={spec}"] if app or self.socketio_kwargs else []
+            prefix = ["env", f"{SPEC_VAR}={spec}"] if app or self.socketio_kwargs or knobs \
+                else []
             return [*prefix, py, "-m", "uvicorn", "servers.asgi_app:app", "--host", host,
                     "--port", str(port), "--app-dir", ROOT, *workers, *self.server_args]
         raise ValueError(f"unknown launcher {self.launcher!r}")

@@ -1,0 +1,186 @@
+"""Driver loop for the user's own traffic (``--scenario-file``, parsed by bench/plan/traffic.py).
+
+It rides lean.py's machinery unchanged: the same connections (with the file's namespace, auth,
+query and headers), the same per-message arrays, the same open and closed loops, settle and
+deadline. Two things are the user's: what a connection sends (``send_message`` picks one of the
+file's ``[[messages]]`` by weight, from a generator seeded per connection) and how a reply is
+recognised (a frame handler that understands namespaced packets):
+
+* ``reply = "ack"``: the event carries the message's index as its ack id; the ack
+  ``43[/ns,]<id>[...]`` completes it (as for echo).
+* ``reply = "event:NAME"``: the event asks for no ack; the next ``NAME`` event the server emits
+  on that connection completes the oldest such message still waiting (per connection, in order).
+
+Latency runs from the intended send time to that reply. ``[[setup]]`` events are sent once per
+connection after connecting, each ack awaited, before the clock starts.
+"""
+import asyncio
+import bisect
+import collections
+import json
+import random
+
+from bench.driver import lean, protocol
+from bench.plan.traffic import expand
+
+SETUP_BASE = 1 << 40  # setup acks use ids far above any message index
+_DECODER = json.JSONDecoder()
+
+
+class Plan:
+    """The traffic compiled once: packet bodies serialised, weights cumulated."""
+
+    def __init__(self, traffic, pad=None):
+        self.namespace = traffic["namespace"]
+        self.prefix = protocol.ns_prefix(self.namespace)
+        self.connect = dict(namespace=self.namespace, auth=traffic.get("auth"),
+                            query=traffic.get("query") or None,
+                            headers=traffic.get("headers") or None)
+        self.setup = [(s["event"], _body(s["event"], s["args"], pad)) for s in traffic["setup"]]
+        self.messages = [(m["event"], None if m["reply"] == "ack" else m["reply"][6:],
+                          _body(m["event"], m["args"], pad)) for m in traffic["messages"]]
+        total, self.cumulative = 0.0, []
+        for m in traffic["messages"]:
+            total += m["weight"]
+            self.cumulative.append(total)
+        self.replies = {reply for _, reply, _ in self.messages if reply}
+
+
+def _body(event, args, pad):
+    return json.dumps([event, *expand(args, pad)], separators=(",", ":"))
+
+
+def event_name(data):
+    """The event name of an event packet's data ``["NAME",...]`` without decoding the rest."""
+    if len(data) < 3 or data[0] != "[":
+        return None
+    try:
+        name, _ = _DECODER.raw_decode(data, 1)
+    except ValueError:
+        return None
+    return name if isinstance(name, str) else None
+
+
+def attach(conn, plan, seed, observer=None):
+    """Make a connected lean Connection speak ``plan``: its frame handler and its sender.
+    ``observer(text)``, when given, sees every packet but pings (verification's witness)."""
+    from picows import WSMsgType
+
+    pick = random.Random(seed * 1_000_003 + conn.index).random
+    top = plan.cumulative[-1]
+    fifos = {name: collections.deque() for name in plan.replies}
+    conn.setup_waiters, conn.binary_pending, conn.force_choice = {}, None, None
+    conn.errors = []
+    extras = conn.messages.extras.get("message")
+
+    def complete(k, attachments, now):
+        if attachments:
+            conn.binary_pending = [k, attachments]
+        elif k is not None:
+            conn._acked(k, now)
+
+    def on_frame(transport, frame):
+        now = lean.mono()
+        kind = frame.msg_type
+        if kind == WSMsgType.BINARY:
+            if conn.binary_pending is not None:
+                conn.binary_pending[1] -= 1
+                if conn.binary_pending[1] <= 0:
+                    k, conn.binary_pending = conn.binary_pending[0], None
+                    conn._acked(k, now)
+            return
+        if kind == WSMsgType.CLOSE:
+            transport.disconnect()
+            return
+        if kind != WSMsgType.TEXT:
+            return
+        text = frame.get_payload_as_utf8_text()
+        if text == "2":
+            transport.send(WSMsgType.TEXT, b"3")
+            return
+        if observer is not None:
+            observer(text)
+        if text.startswith("1"):
+            transport.disconnect()
+            return
+        packet = protocol.parse_packet(text)
+        if packet is None:
+            return
+        ptype, namespace, ack_id, attachments, data = packet
+        if namespace != plan.namespace:
+            return
+        if ptype in "36" and ack_id is not None:
+            if ack_id >= SETUP_BASE:
+                waiter = conn.setup_waiters.pop(ack_id, None)
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(data)
+                return
+            complete(ack_id, attachments, now)
+        elif ptype in "25":
+            fifo = fifos.get(event_name(data))
+            if fifo:
+                complete(fifo.popleft(), attachments, now)
+        elif ptype == "1":
+            transport.disconnect()
+        elif ptype == "4":
+            conn.errors.append(data[:200])
+
+    def send_message(k, _body=None):
+        if conn.force_choice is not None:
+            choice = conn.force_choice
+        else:
+            choice = bisect.bisect_right(plan.cumulative, pick() * top)
+            choice = min(choice, len(plan.messages) - 1)
+        if extras is not None:
+            extras[k] = choice
+        _, reply, body = plan.messages[choice]
+        if reply is None:
+            conn.send_text(protocol.user_event_packet(plan.namespace, k, body))
+        else:
+            fifos[reply].append(k)
+            conn.send_text(protocol.user_event_packet(plan.namespace, None, body))
+
+    conn.on_ws_frame = on_frame
+    conn.send_message = send_message
+
+
+async def setup_one(conn, plan, index, timeout):
+    """Send setup event ``index`` on ``conn`` and wait for its ack; TimeoutError otherwise."""
+    event, body = plan.setup[index]
+    ack_id = SETUP_BASE + index
+    waiter = asyncio.get_running_loop().create_future()
+    conn.setup_waiters[ack_id] = waiter
+    conn.send_text(protocol.user_event_packet(plan.namespace, ack_id, body))
+    return await asyncio.wait_for(waiter, timeout)
+
+
+async def run_setup(conns, plan, timeout):
+    async def one(conn):
+        for i, (event, _) in enumerate(plan.setup):
+            try:
+                await setup_one(conn, plan, i, timeout)
+            except asyncio.TimeoutError:
+                raise ConnectionError(f"setup event {event!r} on namespace {plan.namespace} "
+                                      f"got no ack within {timeout:g} s") from None
+    await asyncio.gather(*(one(c) for c in conns))
+
+
+async def run_custom(job, t0_source, sink):
+    """Connect, set up, run the open or closed loop over the user's events, settle, close."""
+    m = sink["m"] = lean.Messages(job.max_messages, extras=("message",))
+    m.deadline_ns = int(job.deadline * 1e9)
+    plan = Plan(job.traffic, pad=job.traffic.get("pad"))
+    conns = await asyncio.gather(*(
+        lean.connect(lean.url_for(job, i), i, m, job.deadline, source=lean.source_for(job, i),
+                     **plan.connect) for i in job.conns))
+    for c in conns:
+        attach(c, plan, job.seed)
+    await run_setup(conns, plan, job.deadline)
+    t0 = await t0_source()
+    if job.kind == "open":
+        await lean.open_loop(conns, m, lean.open_schedule(job, t0), None, job.spin)
+    else:
+        await lean.closed_loop(conns, m, None, t0, t0 + job.window_ns, m.conn.shape[0],
+                               job.spin)
+    await lean._settle_and_close(m, conns, job)
+    return m

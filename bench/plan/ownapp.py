@@ -1,0 +1,207 @@
+"""The user's own app, traffic and server knobs, checked before anything starts.
+
+``prepare`` turns ``--app``, ``--scenario-file`` and the server knobs into what the plan
+carries (``traffic``, ``knobs``, ``app_override`` for meta.json), or fails with one line:
+
+* ``--app``: imported once in a child interpreter (``servers/userapp.py check``, no patching)
+  so a missing module, a missing attribute or an object that is not a Flask app with a
+  SocketIO is refused before any server starts; the events and namespaces it declares are
+  checked against the traffic (or against ``echo`` without a scenario file).
+* variants that cannot serve a user's Flask app (``seed-*`` are fixed snippets,
+  ``uvicorn-asgi`` is python-socketio's own ASGI server) are refused when named, skipped with a
+  note when they come from a group.
+* knobs reach every variant server as ``SocketIO(...)`` keyword arguments.
+"""
+import json
+import os
+import subprocess
+import sys
+
+from bench import ROOT
+from bench.errors import UsageError
+from bench.plan import traffic as traffic_mod
+
+TRAFFIC_SCENARIOS = ("echo", "rate", "sweep", "payload")
+NEEDS = {"echo": ["echo"], "rate": ["echo"], "sweep": ["echo"], "payload": ["echo"],
+         "fanout": ["join", "broadcast"], "blocking": ["echo", "block"], "connect": []}
+CHECK_TIMEOUT_S = 60
+WS_COMPRESSION_NOTE = (
+    "python-engineio has no WebSocket compression switch: its WebSocket servers "
+    "(simple-websocket, eventlet) negotiate permessage-deflate only when the client offers it, "
+    "and neither the lean client nor the stock client does; so WebSocket traffic is never "
+    "compressed here and --ws-compression on is refused (long-polling responses follow "
+    "engineio's http_compression, on by default above 1 KiB)")
+
+
+def fixed_code_reason(variant):
+    """Why ``variant`` cannot serve the user's app, or ""."""
+    if variant.name.startswith("seed-"):
+        return "it is the tutorial's snippet verbatim (fixed code)"
+    if "uvicorn" in variant.name or "asgi" in variant.name or \
+            "uvicorn" in variant.launcher or "asgi" in variant.launcher:
+        return "it is python-socketio's own ASGI server, not a Flask app"
+    return ""
+
+
+def _on_off(name, value):
+    if value is None:
+        return None
+    if value not in ("on", "off"):
+        raise UsageError(f"--{name} takes on or off, got {value!r}")
+    return value == "on"
+
+
+def knobs_from(args):
+    """SocketIO keyword arguments from the command line (only those given)."""
+    knobs = {}
+    handlers = _on_off("async-handlers", getattr(args, "async_handlers", None))
+    if handlers is not None:
+        knobs["async_handlers"] = handlers
+    for name, key, low, high in (("ping-interval", "ping_interval", 0.01, 3600),
+                                 ("ping-timeout", "ping_timeout", 0.01, 3600)):
+        value = getattr(args, key, None)
+        if value is not None:
+            if not low <= value <= high:
+                raise UsageError(f"--{name} must be in [{low:g}, {high:g}] seconds, "
+                                 f"got {value:g}")
+            knobs[key] = value
+    size = getattr(args, "max_http_buffer_size", None)
+    if size is not None:
+        if not 1 <= size <= 1_000_000_000:
+            raise UsageError(f"--max-http-buffer-size must be in [1, 1000000000] bytes, "
+                             f"got {size}")
+        knobs["max_http_buffer_size"] = size
+    if _on_off("ws-compression", getattr(args, "ws_compression", None)):
+        raise UsageError("--ws-compression on: " + WS_COMPRESSION_NOTE)
+    return knobs
+
+
+def check_app(spec):
+    """What ``servers/userapp.py check`` says about the app (events, namespaces, declared
+    async mode and options); UsageError with its one line when it cannot be used; None when
+    importing it outlasts the servers' ready deadline (the steps then say what it did)."""
+    from bench.execute.lifecycle import ready_timeout_default
+
+    argv = [sys.executable, os.path.join(ROOT, "servers", "userapp.py"), "check", spec]
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, cwd=os.getcwd(),
+                              timeout=min(CHECK_TIMEOUT_S, ready_timeout_default()))
+    except subprocess.TimeoutExpired:
+        print(f"bench: --app {spec}: importing it did not finish within the ready deadline; "
+              "not inspected", file=sys.stderr, flush=True)
+        return None
+    lines = [ln for ln in done.stderr.splitlines() if ln.strip()]
+    if done.returncode != 0:
+        last = lines[-1] if lines else f"the check exited with code {done.returncode}"
+        raise UsageError(last.strip())
+    try:
+        return json.loads(done.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        raise UsageError(f"--app {spec}: the app printed something unexpected on import") \
+            from None
+
+
+def _serves(info, namespace):
+    return info["namespaces"] == "*" or namespace in info["namespaces"]
+
+
+def _handles(info, namespace, event):
+    events = info["events"].get(namespace, []) + info["events"].get("*", [])
+    return event in events or "*" in events
+
+
+def check_traffic_against_app(info, traffic, spec):
+    ns = traffic["namespace"]
+    if not _serves(info, ns):
+        raise UsageError(f"--app {spec} does not serve namespace {ns!r} (it serves "
+                         f"{', '.join(info['namespaces'])})")
+    if ns not in info["events"] and "*" not in info["events"]:
+        return  # a class-based namespace: its events are methods, checked at verification
+    missing = [e for e in traffic_mod.events(traffic) if not _handles(info, ns, e)]
+    if missing:
+        known = ", ".join(info["events"].get(ns, [])) or "none"
+        raise UsageError(f"--app {spec} has no handler for event {missing[0]!r} on namespace "
+                         f"{ns!r} (it handles: {known})")
+
+
+def prepare(args, registry, variants, scenarios, target):
+    """(variants to run, options to add to the plan) for the user's app, traffic and knobs."""
+    knobs = knobs_from(args)
+    if target and knobs:
+        raise UsageError("--target measures a running server; the server knobs "
+                         f"({', '.join('--' + k.replace('_', '-') for k in knobs)}) "
+                         "cannot reach it")
+    traffic = None
+    if getattr(args, "scenario_file", None):
+        traffic = traffic_mod.load(args.scenario_file)
+        other = [s for s in scenarios if s not in TRAFFIC_SCENARIOS]
+        if other:
+            raise UsageError(f"--scenario-file drives the {', '.join(TRAFFIC_SCENARIOS)} "
+                             f"scenarios; {other[0]!r} sends the harness's own events")
+        if "python-socketio" in str(getattr(args, "client", "") or "") or \
+                "polling" in str(getattr(args, "transport", "") or ""):
+            raise UsageError("--scenario-file traffic is driven by the lean client over "
+                             "WebSocket only; drop --client python-socketio / --transport "
+                             "polling")
+        if "payload" in scenarios and not traffic_mod.has_pad(traffic):
+            raise UsageError("the payload scenario with --scenario-file needs a \"{pad:N}\" "
+                             "string in the [[messages]] args (it becomes each payload size)")
+    extra = dict(knobs=knobs, server_knobs=dict(knobs), traffic=traffic,
+                 scenario_file=getattr(args, "scenario_file", None))
+    if getattr(args, "ws_compression", None) == "off":
+        extra["server_knobs"]["ws_compression"] = "off (never negotiated here: see --help)"
+    if not args.app:
+        return variants, extra
+    target_, _, attr = args.app.rpartition(":")
+    if not target_ or not attr.isidentifier():
+        raise UsageError("--app must look like module:attr or path/to/file.py:attr, got "
+                         f"{args.app!r}")
+    refused = [(n, fixed_code_reason(registry.variants[n])) for n in variants
+               if fixed_code_reason(registry.variants[n])]
+    if refused and args.variants:
+        name, why = refused[0]
+        raise UsageError(f"--app cannot run under {name}: {why}")
+    variants = [n for n in variants if n not in dict(refused)]
+    if not variants:
+        raise UsageError("--app: no variant of this group can serve a Flask app")
+    info = check_app(args.app)
+    if info is None:
+        info = dict(async_mode="not inspected", declared_async_mode="not inspected",
+                    options={}, events={}, namespaces="*")
+    elif traffic:
+        check_traffic_against_app(info, traffic, args.app)
+    else:
+        for scenario in scenarios:
+            missing = [e for e in NEEDS.get(scenario, []) if not _handles(info, "/", e)]
+            if missing:
+                raise UsageError(f"--app {args.app} has no {missing[0]!r} handler, which the "
+                                 f"{scenario} scenario sends; describe your own traffic with "
+                                 "--scenario-file (see examples/chat.toml)")
+    if refused:
+        print(f"bench: --app skips {', '.join(n for n, _ in refused)} (fixed code, not your "
+              "app)", file=sys.stderr, flush=True)
+    forced = {n: dict(async_mode=registry.variants[n].socketio_kwargs.get("async_mode"),
+                      launcher=registry.variants[n].launcher, patch=registry.variants[n].patch)
+              for n in variants}
+    declared = info.get("declared_async_mode")
+    text = (f"{args.app}: its SocketIO (declared async_mode={declared!r}, picked "
+            f"{info['async_mode']!r} on import) is re-initialised under each variant with the "
+            "variant's async_mode (" + ", ".join(f"{n}: {f['async_mode']}"
+                                                 for n, f in forced.items()) + ")"
+            + (f" and the knobs {knobs}" if knobs else "")
+            + "; monkey patching happens before the app is imported")
+    extra["app_override"] = dict(app=args.app, declared_async_mode=declared,
+                                 import_async_mode=info["async_mode"],
+                                 declared_options=info["options"], per_variant=forced,
+                                 knobs=knobs, text=text)
+    return variants, extra
+
+
+def all_failed_line(rows):
+    """The one line that ends a run whose every step failed on the user's traffic, or ""."""
+    from bench.execute.verify import TRAFFIC_NOTE
+
+    notes = [str(r.get("note") or "") for r in rows]
+    if rows and all(n.startswith(TRAFFIC_NOTE) for n in notes):
+        return notes[0]
+    return ""
