@@ -21,19 +21,6 @@ import socketio
 SPEC_VAR = "BENCH_APP_SPEC"
 
 
-def nodelay_if_asked():
-    """TCP_NODELAY on accepted sockets when ``BENCH_SERVER_NODELAY=1`` (servers/nodelay.py)."""
-    if os.environ.get("BENCH_SERVER_NODELAY") != "1":
-        return
-    try:  # servers/nodelay.py is added by another part of the harness; absent = nothing to do
-        from servers import nodelay
-    except ImportError:
-        print("asgi_app: BENCH_SERVER_NODELAY=1 but servers/nodelay.py is missing",
-              file=sys.stderr)
-        return
-    nodelay.apply()
-
-
 def create_app(**server_kwargs):
     """Return ``(asgi_app, sio)`` serving the four handlers."""
     server_kwargs.pop("async_mode", None)
@@ -79,7 +66,8 @@ def make_app():
     app, _ = create_app(**dict(spec.get("socketio_kwargs", {}), **spec.get("knobs", {})))
     print(f"asgi_app: python-socketio AsyncServer (asgi) pid={os.getpid()}", file=sys.stderr,
           flush=True)
-    nodelay_if_asked()
+    from servers import nodelay
+    nodelay.apply()  # TCP_NODELAY when BENCH_SERVER_NODELAY=1, else nothing
     return app
 
 

@@ -13,18 +13,6 @@ import sys
 SPEC_VAR = "BENCH_APP_SPEC"
 
 
-def nodelay_if_asked():
-    """TCP_NODELAY on accepted sockets when ``BENCH_SERVER_NODELAY=1`` (servers/nodelay.py)."""
-    if os.environ.get("BENCH_SERVER_NODELAY") != "1":
-        return
-    try:  # servers/nodelay.py is added by another part of the harness; absent = nothing to do
-        from servers import nodelay
-    except ImportError:
-        print("wsgi: BENCH_SERVER_NODELAY=1 but servers/nodelay.py is missing", file=sys.stderr)
-        return
-    nodelay.apply()
-
-
 def make_app(spec=None):
     """The Flask app (a WSGI callable) the spec asks for."""
     if spec is None:
@@ -42,7 +30,8 @@ def make_app(spec=None):
               flush=True)
     print(f"wsgi: async_mode={socketio.server.eio.async_mode} pid={os.getpid()}",
           file=sys.stderr, flush=True)
-    nodelay_if_asked()
+    from servers import nodelay
+    nodelay.apply()  # TCP_NODELAY when BENCH_SERVER_NODELAY=1, else nothing
     return app
 
 
