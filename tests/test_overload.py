@@ -64,9 +64,12 @@ def test_sweep_finds_the_knee_below_capacity_and_the_break_above_it(bench, cappe
                   "--connections", "10")
     knees = pd.read_csv(os.path.join(run_dir, "knees.csv"))
     (knee,) = knees.to_dict("records")
+    s = bench.summary(run_dir)
+    if s["noisy"].astype(str).eq("True").any():  # a neighbour took the server's core
+        pytest.skip(f"the machine was noisy during the sweep: the server's capacity was not "
+                    f"C (knee {knee['knee_msg_s']:g}, next {knee['next_msg_s']:g})")
     assert knee["bound"] == "exact", knee
     assert 0.6 * C <= knee["knee_msg_s"] <= C, knee
     assert knee["next_msg_s"] > knee["knee_msg_s"]
-    s = bench.summary(run_dir)
     rows = s[s["repeat"].astype(str) != "all"]
     assert not rows.duplicated(["load_point", "repeat"]).any()  # one row per rate and repeat
