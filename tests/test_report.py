@@ -204,8 +204,8 @@ def reference_copy(tmp_path):
 
 
 def test_reference_run_reports_through_the_cli(bench, reference_copy):
-    """Its summary predates censored/driver_share/ci_method: the report tolerates that, and
-    judges it with the intervals recomputed from its repeats (log-t over 3 repeats)."""
+    """The committed reference run reports through the CLI and is judged with its intervals
+    (log-t over 3 repeats); a claim is inconclusive where intervals overlap or are missing."""
     proc = bench.run("report", reference_copy, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     md = (reference_copy / "report.md").read_text()
@@ -220,7 +220,8 @@ def test_reference_run_reports_through_the_cli(bench, reference_copy):
     assert "seed-app-run served nothing" in claim1
     for line in claim1.splitlines():
         if "inconclusive:" in line:
-            assert "p50 " in line and "p99 " in line and "intervals overlap" in line
+            assert "p50 " in line and "p99 " in line
+            assert "intervals overlap" in line or "no interval" in line
 
 
 def row(p50, p50_ci, p99, p99_ci, series="a", served=True):
