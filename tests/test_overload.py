@@ -65,7 +65,11 @@ def test_sweep_finds_the_knee_below_capacity_and_the_break_above_it(bench, cappe
     knees = pd.read_csv(os.path.join(run_dir, "knees.csv"))
     (knee,) = knees.to_dict("records")
     s = bench.summary(run_dir)
-    if s["noisy"].astype(str).eq("True").any():  # a neighbour took the server's core
+    # With --target the server is not the harness's, so its CPU counts as foreign: allow
+    # its known share (rate × service time) and skip only when a neighbour took more.
+    rows_ = s[s["repeat"].astype(str) != "all"]
+    excess = rows_["foreign_cpu_pct"] - rows_["target_rate"] * SERVICE_US / 1e4
+    if (excess > 25).any() or (rows_["steal_pct"] > 2).any():
         pytest.skip(f"the machine was noisy during the sweep: the server's capacity was not "
                     f"C (knee {knee['knee_msg_s']:g}, next {knee['next_msg_s']:g})")
     assert knee["bound"] == "exact", knee
