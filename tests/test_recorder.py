@@ -16,7 +16,7 @@ import pytest
 
 from bench.analysis import aggregate, recorder, stats
 from bench.driver.lean import DISCONNECT, ERROR, OK, TIMEOUT, UNSENT, Messages, open_schedule
-from bench.driver.polling import record_ack
+from bench.driver.lean import record_reply as record_ack  # the one reply rule, lean and polling
 from bench.execute.load import Load
 from bench.plan import steps as plan
 from bench.plan.job import Job

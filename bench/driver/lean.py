@@ -66,6 +66,18 @@ class TimedSelector:
 
 
 SELECTOR = None  # the running loop's TimedSelector (one loop per driver process)
+
+
+def record_reply(m, k, now):
+    """Record the reply to message ``k``; True when it counted. Only a message that was sent
+    and is still waiting counts (a stray or repeated id must not invent a reply); past its
+    deadline it is a timeout, its time kept in ``received``."""
+    if 0 <= k < m.used and m.outcome[k] == UNSENT and m.sent[k] > 0:
+        m.received[k] = now
+        m.recv_wait[k] = now - SELECTOR.woke_ns if SELECTOR else 0
+        m.outcome[k] = OK if now - m.intended[k] <= m.deadline_ns else TIMEOUT
+        return True
+    return False
 ACK_HEAD = 32  # "43" / "461-" plus an ack id of up to 20 digits fits
 
 
@@ -164,12 +176,7 @@ def _listener_class():
                 transport.disconnect()
 
         def _acked(self, k, now):
-            m = self.messages
-            if k is not None and 0 <= k < m.used and m.outcome[k] == UNSENT:
-                m.received[k] = now
-                m.recv_wait[k] = now - SELECTOR.woke_ns if SELECTOR else 0
-                # past its deadline, a reply is a timeout (its time is kept in received)
-                m.outcome[k] = OK if now - m.intended[k] <= m.deadline_ns else TIMEOUT
+            if k is not None and record_reply(self.messages, k, now):
                 self.outstanding -= 1
                 if self.on_ack is not None:
                     self.on_ack(self, now)
@@ -521,11 +528,7 @@ async def run_fanout(job, t0_source, sink):
     def delivered(conn, packet, now):
         trigger = protocol.parse_trigger_id(packet)
         if trigger is not None and 0 <= trigger < n_triggers:
-            k = trigger * width + slot[conn.index]
-            if m.outcome[k] == UNSENT:
-                m.received[k] = now
-                m.recv_wait[k] = now - SELECTOR.woke_ns if SELECTOR else 0
-                m.outcome[k] = OK if now - m.intended[k] <= m.deadline_ns else TIMEOUT
+            record_reply(m, trigger * width + slot[conn.index], now)
 
     for c in conns:
         c.on_event = delivered

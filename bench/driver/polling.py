@@ -15,19 +15,11 @@ import time
 import numpy as np
 import socketio
 
-from bench.driver.lean import (DISCONNECT, ERROR, OK, TIMEOUT, UNSENT, Messages, open_schedule,
-                               payload)
+from bench.driver.lean import (DISCONNECT, ERROR, TIMEOUT, UNSENT, Messages, open_schedule,
+                               payload, record_reply)
 from bench.plan.job import Job
 
 mono = time.monotonic_ns
-
-
-def record_ack(m, k, now):
-    """An ack counts only for a message that was sent and is still waiting; past its
-    deadline it is a timeout. (A stray or repeated ack id must not invent a reply.)"""
-    if 0 <= k < m.used and m.outcome[k] == UNSENT and m.sent[k] > 0:
-        m.received[k] = now
-        m.outcome[k] = OK if now - m.intended[k] <= m.deadline_ns else TIMEOUT
 
 
 def _client(job, i):
@@ -52,7 +44,7 @@ def run_job(job, read_t0):
     lock = threading.Lock()
 
     def acked(k, *args):
-        record_ack(m, k, mono())
+        record_reply(m, k, mono())
 
     if job.rate:
         conn_of, times = open_schedule(job, t0)
