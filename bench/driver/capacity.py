@@ -31,8 +31,6 @@ import sys
 from collections import Counter
 
 from bench.driver import lean, protocol
-from bench.plan.job import Job
-from bench.plan.limits import raise_nofile
 
 mono = lean.mono
 IN_FLIGHT = 50              # handshakes at once per process
@@ -317,12 +315,7 @@ async def serve(job):
 
 
 def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
-    job = Job.load(argv[0])
-    raise_nofile()
-    if job.cpus:
-        import os
-        os.sched_setaffinity(0, job.cpus)
+    job = lean.process_job(sys.argv[1:] if argv is None else argv)
     lean.run_loop(serve(job), connections=lean.SELECT_LIMIT + 1)  # always epoll
 
 

@@ -650,13 +650,18 @@ def run_loop(coro, connections=1, spin=False):
         loop.close()
 
 
-def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
+def process_job(argv):
+    """A driver process's start: its job, the open-file limit raised, pinned, tight timers."""
     job = Job.load(argv[0])
     raise_nofile()
     if job.cpus:
         os.sched_setaffinity(0, job.cpus)
     tighten_timer_slack()
+    return job
+
+
+def main(argv=None):
+    job = process_job(sys.argv[1:] if argv is None else argv)
     sink = {}
 
     async def go():
