@@ -1,6 +1,6 @@
 """Latency harness for Flask-SocketIO deployments."""
-import os
+from bench import paths
 
 __version__ = "0.1.0"
 SCHEMA_VERSION = 1
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository
+ROOT = paths.servers_home(__version__)  # the folder holding servers/: the checkout or a cache copy
