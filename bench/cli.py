@@ -1,4 +1,4 @@
-"""``python -m bench list|envs|run|report|compare|calibrate``.
+"""``python -m bench list|envs|run|report|compare|calibrate|worker|init``.
 
 Bad input is one line on stderr and exit 2, never a traceback: every user-facing check
 raises UsageError, and argparse's own errors are folded into the same single line.
@@ -41,8 +41,13 @@ def whole(text):
 
 
 def build_parser():
-    p = Parser(prog="python -m bench", description="Latency harness for Flask-SocketIO "
+    from bench import __version__
+
+    prog = "socketio-bench" if os.path.basename(sys.argv[0]) == "socketio-bench" \
+        else "python -m bench"
+    p = Parser(prog=prog, description="Latency harness for Flask-SocketIO "
                "deployments: spawns variant servers and measures WebSocket round trips.")
+    p.add_argument("--version", action="version", version=f"socketio-bench {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
     lp = sub.add_parser("list", help="variants, scenarios, groups; availability and why not")
     lp.add_argument("--variants-file", default=registry.DEFAULT_PATH, help=argparse.SUPPRESS)
@@ -68,8 +73,14 @@ def build_parser():
     rp.add_argument("--repeats", type=whole, help="repeats of every step (3)")
     rp.add_argument("--payload", type=whole, help="echo argument size in bytes (64)")
     rp.add_argument("--target", help="measure an already running server at this URL")
-    rp.add_argument("--app", help="your own app as module:attr or path/to/file.py:attr (a "
-                    "Flask app with SocketIO), served under every chosen Flask variant")
+    rp.add_argument("--app", help="your own app as module:attr, path/to/file.py:attr or a "
+                    "factory module:create_app(...) (a Flask app with SocketIO), served under "
+                    "every chosen Flask variant")
+    rp.add_argument("--app-requirements", help="pip requirements of your app, layered onto "
+                    "every variant's environment (default: a requirements.txt beside the app)")
+    rp.add_argument("--app-env", action="append", metavar="KEY=VALUE",
+                    help="environment of the servers (repeatable; values of keys naming a "
+                    "SECRET, TOKEN, PASSWORD or KEY are recorded as ***)")
     rp.add_argument("--scenario-file", help="your own traffic (TOML: namespace, [connect], "
                     "[[setup]], [[messages]]; see examples/chat.toml)")
     kn = rp.add_argument_group("server knobs (SocketIO keyword arguments, recorded in meta.json)")
@@ -101,9 +112,13 @@ def build_parser():
     dp.add_argument("--expect-workers", type=whole, help="be the master: wait for N workers "
                     "and split every step's connections and rate over them")
     dp.add_argument("--master-bind", help="HOST:PORT the master listens on for workers "
-                    "(127.0.0.1:5557; beyond loopback needs --allow-remote)")
+                    "(127.0.0.1:5557; beyond loopback needs --allow-remote, a cluster token "
+                    "and --target)")
     dp.add_argument("--worker-wait", type=positive_float, default=60.0,
                     help="seconds to wait for the workers to join (60)")
+    dp.add_argument("--cluster-token-file", metavar="FILE", help="shared secret that "
+                    "authenticates every master-worker message (or BENCH_CLUSTER_TOKEN); "
+                    "required when --master-bind is beyond loopback")
     sc = rp.add_argument_group("scenario settings")
     sc.add_argument("--slo-p99-ms", type=positive_float, help="sweep SLO: p99 limit (50 ms)")
     sc.add_argument("--slo-ok", type=positive_float, help="sweep SLO: acked fraction (0.999)")
@@ -135,6 +150,14 @@ def build_parser():
                     help="nginx variants: terminate TLS in nginx, clients use wss")
     sc.add_argument("--max-connections", type=whole,
                     help="capacity: the last step of connected clients (10000)")
+    gt = rp.add_argument_group("CI gates (judged on the aggregate rows after the run)")
+    gt.add_argument("--fail-if", action="append", metavar="EXPR",
+                    help="exit 1 unless it holds on every matching row, e.g. p99<50ms, "
+                    "p50<=2ms, ok>=99.9%%, achieved>=95%%, errors<=0; scope it as "
+                    "VARIANT:SCENARIO:EXPR (* = any); repeatable")
+    gt.add_argument("--junit", metavar="FILE",
+                    help="write the --fail-if judgements as JUnit XML (one case per "
+                    "threshold × row)")
     rp.add_argument("--no-report", action="store_true", help=argparse.SUPPRESS)
     rp.add_argument("--variants-file", default=registry.DEFAULT_PATH, help=argparse.SUPPRESS)
 
@@ -161,6 +184,21 @@ def build_parser():
                     help="leave when the master is silent for S seconds (10)")
     wp.add_argument("--workdir", help="keep driver and engine logs here (default: a temporary "
                     "folder, removed at the end)")
+    wp.add_argument("--allow-target", metavar="HOST[:PORT][,...]", help="the only servers "
+                    "this worker will load (default: loopback addresses only)")
+    wp.add_argument("--cluster-token-file", metavar="FILE", help="the master's shared secret "
+                    "(or BENCH_CLUSTER_TOKEN); required when --master is beyond loopback")
+
+    ip = sub.add_parser("init", help="a commented scenario file from your app's handlers")
+    ip.add_argument("--app", required=True, help="module:attr, path/to/file.py:attr or "
+                    "module:create_app(...)")
+    ip.add_argument("--out", default="traffic.toml",
+                    help="the scenario file to write, never overwritten (traffic.toml)")
+    ip.add_argument("--app-requirements", help="pip requirements of your app (default: a "
+                    "requirements.txt beside the app)")
+    ip.add_argument("--app-env", action="append", metavar="KEY=VALUE",
+                    help="environment the app is imported with (repeatable)")
+    ip.add_argument("--variants-file", default=registry.DEFAULT_PATH, help=argparse.SUPPRESS)
 
     cp = sub.add_parser("calibrate", help="the driver's own floor and capacity")
     cp.add_argument("--json", action="store_true", help="print one JSON object")
@@ -195,6 +233,12 @@ def cmd_run(args):
     from bench.progress import Progress
     from bench.execute.runner import execute
 
+    from bench.analysis import thresholds
+    from bench.output import junit
+
+    gates = thresholds.parse_all(args.fail_if)
+    if args.junit:
+        junit.check_writable(args.junit)
     target = parse_target(args.target, args.allow_remote) if args.target else None
     if target and (args.variants or args.group or args.app):
         raise UsageError("--target measures one running server; it excludes --variants, "
@@ -209,7 +253,7 @@ def cmd_run(args):
         raise UsageError("--tls is terminated by nginx: select an nginx variant "
                          "(e.g. scaleout-redis-nginx)")
     scenarios = args.scenario or ["echo", "rate"]
-    bind = distributed_bind(args)
+    bind, token = distributed_bind(args)
     from bench.plan import ownapp
     variants, own = ownapp.prepare(args, reg, variants, scenarios, target)
     options = dict(rate=args.rate, connections=args.connections, duration=args.duration,
@@ -243,12 +287,10 @@ def cmd_run(args):
         from bench.distributed.master import Coordinator
         resolved.update(expect_workers=args.expect_workers, master_bind="%s:%d" % bind)
         workers = Coordinator(bind, args.expect_workers, os.path.join(run_dir, "logs"),
-                              args.worker_wait)
+                              args.worker_wait, token=token, target=target)
         print(f"bench: master on {bind[0]}:{bind[1]}, waiting up to {args.worker_wait:g} s "
-              f"for {args.expect_workers} workers", file=sys.stderr, flush=True)
-        if args.allow_remote and not target:
-            print("bench: warning: the servers the master spawns listen on 127.0.0.1; workers "
-                  "on other machines need --target", file=sys.stderr, flush=True)
+              f"for {args.expect_workers} workers (cluster token: "
+              f"{workers.meta['token_fingerprint'] or 'none'})", file=sys.stderr, flush=True)
     progress = Progress(len(steps))
     print(f"bench: {len(steps)} steps -> {run_dir}", file=sys.stderr, flush=True)
     try:
@@ -267,9 +309,33 @@ def cmd_run(args):
         report.build(run_dir)
         print(f"report: {os.path.join(run_dir, 'report.md')} (charts in plots/)")
     print(f"results: {run_dir}")
+    broken = judge_gates(gates, run_dir, args.junit)
     if failed:
         raise UsageError(failed)
-    return 0
+    return 1 if broken else 0
+
+
+def judge_gates(gates, run_dir, junit_path):
+    """Judge ``--fail-if`` on the published aggregate rows: one stderr line per failure,
+    the JUnit file when asked; the number of failed judgements."""
+    if not gates:
+        return 0
+    from bench.analysis import reader, thresholds
+    from bench.output import junit
+
+    rows = reader.read(run_dir).aggregates.to_dict("records")
+    judged = thresholds.judge(gates, rows)
+    for j in judged:
+        if not j.passed:
+            print(f"fail-if {j.threshold.text}: {j.message}", file=sys.stderr)
+    broken = sum(not j.passed for j in judged)
+    print(f"fail-if: {len(judged) - broken} of {len(judged)} held", file=sys.stderr)
+    if junit_path:
+        junit.write(junit_path, "socketio-bench thresholds",
+                    [junit.Case(j.row_name, j.threshold.text, "" if j.passed else j.message)
+                     for j in judged])
+        print(f"junit: {junit_path}", file=sys.stderr)
+    return broken
 
 
 def print_plan(steps, o, reg, target):
@@ -292,25 +358,46 @@ LOOPBACK = ("localhost", "::1")
 
 
 def distributed_bind(args):
-    """(host, port) the master binds when the run has workers, else None."""
-    from bench.distributed import DEFAULT_BIND, parse_hostport
+    """((host, port), token) the master binds with when the run has workers, else
+    (None, None); refused before anything binds: beyond loopback needs a token and --target."""
+    from bench.distributed import DEFAULT_BIND, is_loopback, parse_hostport
+    from bench.distributed.seal import load_token
     if args.expect_workers is None:
-        if args.master_bind:
-            raise UsageError("--master-bind needs --expect-workers N")
-        return None
+        for given, option in ((args.master_bind, "--master-bind"),
+                              (args.cluster_token_file, "--cluster-token-file")):
+            if given:
+                raise UsageError(f"{option} needs --expect-workers N")
+        return None, None
     if args.expect_workers < 1:
         raise UsageError(f"--expect-workers must be at least 1, got {args.expect_workers}")
-    return parse_hostport(args.master_bind or DEFAULT_BIND, "--master-bind", args.allow_remote)
+    bind = parse_hostport(args.master_bind or DEFAULT_BIND, "--master-bind", args.allow_remote)
+    token = load_token(args.cluster_token_file)
+    if not is_loopback(bind[0]) and not token:
+        raise UsageError(f"--master-bind {bind[0]} is beyond loopback: pass "
+                         "--cluster-token-file FILE (or set BENCH_CLUSTER_TOKEN) so that only "
+                         "workers holding the token can join")
+    if not is_loopback(bind[0]) and not args.target:
+        raise UsageError(f"--master-bind {bind[0]} is beyond loopback: workers there need "
+                         "--target (the servers this master starts listen on its own "
+                         "127.0.0.1)")
+    return bind, token
 
 
 def cmd_worker(args):
-    from bench.distributed import parse_hostport
+    from bench.distributed import is_loopback, parse_allow, parse_hostport
+    from bench.distributed.seal import load_token
     from bench.distributed.worker import serve
     master = parse_hostport(args.master, "--master")
     if args.drivers < 1:
         raise UsageError(f"--drivers must be at least 1, got {args.drivers}")
+    allow = parse_allow(args.allow_target)
+    token = load_token(args.cluster_token_file)
+    if not is_loopback(master[0]) and not token:
+        raise UsageError(f"--master {master[0]} is beyond loopback: pass --cluster-token-file "
+                         "FILE (or set BENCH_CLUSTER_TOKEN), the master's token")
     return serve(master, drivers=args.drivers, connect_timeout=args.connect_timeout,
-                 master_timeout=args.master_timeout, workdir=args.workdir)
+                 master_timeout=args.master_timeout, workdir=args.workdir, token=token,
+                 allow=allow)
 
 
 def parse_target(url, allow_remote):
@@ -441,8 +528,14 @@ def cmd_envs(args):
     return 1 if failed else 0
 
 
+def cmd_init(args):
+    from bench.plan import scaffold
+    return scaffold.run(args, registry.load(args.variants_file))
+
+
 COMMANDS = {"list": cmd_list, "envs": cmd_envs, "run": cmd_run, "report": cmd_report,
-            "compare": cmd_compare, "calibrate": cmd_calibrate, "worker": cmd_worker}
+            "compare": cmd_compare, "calibrate": cmd_calibrate, "worker": cmd_worker,
+            "init": cmd_init}
 
 
 class Interrupted(BaseException):
@@ -480,5 +573,8 @@ def main(argv=None):
     except DistributedError as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # the reader left (``| head``): stop quietly, as cat does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     finally:
         lifecycle.kill_all_groups()

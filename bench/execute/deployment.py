@@ -6,7 +6,12 @@
 * ``targets``: the (host, port) list the clients are spread over (connection i → i % len);
 * ``source_addresses``: 127.0.0.x addresses clients bind before connecting (behind nginx, so
   that ``hash $remote_addr consistent`` spreads them over the servers for real);
-* ``pids``: every process to sample; ``status()``: one line if any part died, else "".
+* ``pids``: every process to sample; ``status()``: one line if any part died, else "";
+* ``restart()``: every server killed and started again on its own port (the reconnect
+  scenario), Redis and nginx left running.
+
+A server the harness did not spawn (``--target``) is a :class:`Target`: the same address
+fields, nothing to sample, stop or restart.
 
 A plain variant delegates to ``lifecycle.serving``. A variant whose ``topology`` says
 ``queue = "redis"`` starts a real Redis, then N single-worker servers sharing it through
@@ -16,6 +21,7 @@ reverse order.
 """
 import contextlib
 import os
+import time
 from dataclasses import dataclass, field, replace
 
 import psutil
@@ -27,12 +33,29 @@ MAX_SERVERS = 16
 SOURCE_ADDRESSES = tuple(f"127.0.0.{i}" for i in range(2, 34))  # 32 client addresses
 
 
+@dataclass(frozen=True)
+class Target:
+    """A server the harness did not spawn (``--target``): no pid to sample, nothing to stop."""
+    host: str
+    port: int
+    pid: None = None
+
+    @property
+    def targets(self):
+        return [(self.host, self.port)]
+
+    def status(self):
+        """Always "": the harness cannot tell whether a server it did not start died."""
+        return ""
+
+
 def topology(variant):
     """The variant's topology table ({} for a single server)."""
     return dict(getattr(variant, "topology", None) or {})
 
 
 def is_scaleout(variant):
+    """Does the variant run several servers sharing a message queue?"""
     return topology(variant).get("queue") == "redis"
 
 
@@ -55,6 +78,7 @@ def unavailable_reason(variant):
 
 @dataclass
 class Deployment:
+    """A started variant: where clients connect and every part that runs for it."""
     host: str
     port: int
     targets: list
@@ -75,10 +99,6 @@ class Deployment:
     @property
     def backends(self):
         return [(s.host, s.port) for role, s in self.parts if role.startswith("server")]
-
-    @property
-    def secure(self):
-        return self.ca_file is not None
 
     def status(self):
         """"" while every part runs, else which part ended and how."""
@@ -110,8 +130,23 @@ class Deployment:
                                   and c.laddr and c.laddr.port == s.port)))
         return "/".join(counts)
 
-    def part(self, role):
-        return next(server for r, server in self.parts if r == role)
+    def restart(self, grace):
+        """Kill every server of the deployment and start each again on its port, as an
+        operator's restart does; Redis and nginx stay up. Returns (monotonic ns when all
+        were stopped, "" or why one did not come back ready)."""
+        servers = [s for role, s in self.parts if role.startswith("server")]
+        for server in servers:
+            server.stop(grace)
+        stopped = time.monotonic_ns()
+        for server in servers:
+            server.respawn()
+        note = ""
+        for server in servers:
+            try:
+                server.wait_ready(lifecycle.ready_timeout_default())
+            except lifecycle.NotReady as exc:
+                note = note or f"restarted server not ready: {exc}"
+        return stopped, note
 
 
 @contextlib.contextmanager
@@ -120,7 +155,9 @@ def serving_variant(variant, log_path, cpus=None, options=None, env=None):
     ``env``: the servers' environment (e.g. BENCH_SERVER_NODELAY), None to inherit."""
     options = options or {}
     app = options.get("app")
-    knobs = options.get("knobs")  # server knobs (#13), as SocketIO keyword arguments
+    knobs = options.get("knobs")  # server knobs, as SocketIO keyword arguments
+    if options.get("app_env"):  # --app-env: where the user's app reads its configuration
+        env = dict(env or os.environ, **options["app_env"])
     if not is_scaleout(variant):
         with lifecycle.serving(lambda port: variant.argv(port, app=app, knobs=knobs), log_path,
                                cpus=cpus, env=env) as server:

@@ -8,6 +8,13 @@ environment and an unchanged one is reused as it is. The environment marked ``ha
 is the harness's own ``.venv`` (locked the same way in ``servers/locks/harness.txt``, installed
 by the Makefile).
 
+The user's app may need more (``--app-requirements FILE``): ``use_app_requirements`` layers
+that file onto every environment for the rest of the process. A layered environment is its own
+folder ``.envs/NAME-KEY-app-LAYER/`` (LAYER hashes KEY and the file's content), installed in one
+``uv pip install`` of the environment's requirements, constrained by its lock (so every version
+the lock pins stays as it is), plus the app's file; the harness's own environment gets a layered
+copy too, never an install into ``.venv``. uv's cache makes that about a second.
+
 Builds run through the lifecycle (own process group, bounded in time, killed in ``finally``)
 and hold a file lock, so two runs never build the same environment at once.
 """
@@ -26,16 +33,17 @@ import time
 from dataclasses import dataclass
 from importlib import metadata
 
-from bench import ROOT
+from bench import ROOT, paths
 from bench.execute import lifecycle
 
-ENVS_DIR = os.environ.get("BENCH_ENVS_DIR") or os.path.join(ROOT, ".envs")
+ENVS_DIR = paths.envs_dir()
 HARNESS_LOCK = os.path.join(ROOT, "servers", "locks", "harness.txt")
 BUILD_TIMEOUT_S = 900.0     # uWSGI compiles from source (~22 s here); a slow CI gets room
 LOCK_TIMEOUT_S = 300.0
 MARKER = "bench-env.json"   # written last: an environment without it is not built
 FAILED = {}                 # environment path -> why its build failed (in this process)
 COMPILE_COMMAND = "python -m bench envs --lock"
+APP_LAYER = {}              # the app's requirements layered onto every environment (see below)
 
 # Things outside Python an environment or variant may need: how to check, how to fix.
 NEEDS = {
@@ -133,31 +141,73 @@ def key(env):
     return h.hexdigest()[:12]
 
 
+def use_app_requirements(requirements_path):
+    """Layer the app's pip requirements file onto every environment from now on (None: no
+    layer), so the servers can import what the app imports."""
+    APP_LAYER.clear()
+    if requirements_path:
+        APP_LAYER.update(path=os.path.abspath(requirements_path),
+                         text=_read(requirements_path) or b"")
+
+
+def layer_key(env):
+    """Hash of the environment's key (its lock, requirements, Python) and the app's file."""
+    return hashlib.sha256(key(env).encode() + APP_LAYER["text"]).hexdigest()[:12]
+
+
+def app_requirement_names():
+    """The distributions the app's requirements file names (PEP 503 form), in its order."""
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    names = []
+    for line in APP_LAYER.get("text", b"").decode("utf-8", "replace").splitlines():
+        line = line.split(" #", 1)[0].strip()
+        if not line or line.startswith(("#", "-")):
+            continue
+        with contextlib.suppress(InvalidRequirement):
+            names.append(re.sub(r"[-_.]+", "-", Requirement(line).name).lower())
+    return list(dict.fromkeys(names))
+
+
+def named_requirement(message):
+    """The first of the app's requirements a build error names (uv names what it cannot
+    resolve), or ""."""
+    text = re.sub(r"[-_.]+", "-", message.lower())
+    return next((n for n in app_requirement_names()
+                 if re.search(rf"(?<![\w-]){re.escape(n)}(?![\w-])", text)), "")
+
+
+def _own(env):
+    """True when the environment is the harness's own ``.venv`` as it is (no app layer)."""
+    return env.harness and not APP_LAYER
+
+
 def path(env):
-    return os.path.join(ENVS_DIR, f"{env.name}-{key(env)}")
+    base = os.path.join(ENVS_DIR, f"{env.name}-{key(env)}")
+    return f"{base}-app-{layer_key(env)}" if APP_LAYER else base
 
 
 def python(env):
     """The interpreter of an environment (built or not)."""
-    if env.harness:
+    if _own(env):
         return sys.executable
     return os.path.join(path(env), "bin", "python")
 
 
 def bin_path(env, script):
     """A console script or binary installed in the environment (e.g. ``uwsgi``)."""
-    if env.harness:
+    if _own(env):
         return os.path.join(os.path.dirname(sys.executable), script)
     return os.path.join(path(env), "bin", script)
 
 
 def is_built(env):
-    return env.harness or os.path.exists(os.path.join(path(env), MARKER))
+    return _own(env) or os.path.exists(os.path.join(path(env), MARKER))
 
 
 def state(env):
     """``("ready", "")``, ``("buildable", how)`` or ``("unavailable", "reason: fix")``."""
-    if env.harness:
+    if _own(env):
         return "ready", ""
     unmet = missing_needs(env.needs)
     if unmet:
@@ -265,7 +315,7 @@ def ensure(env, log=None, offline=False):
     """Build the environment unless it is built; returns (python, seconds spent building).
 
     Raises BuildError (one line) when it cannot be built."""
-    if env.harness or is_built(env):
+    if is_built(env):
         return python(env), 0.0
     unmet = missing_needs(env.needs)
     if unmet:
@@ -291,8 +341,8 @@ def ensure(env, log=None, offline=False):
         try:
             _run([uv, "venv", "--quiet", "--python", base_python(), target], log_path,
                  LOCK_TIMEOUT_S, env=_uv_env())
-            install = [uv, "pip", "install", "--quiet", "--python", python(env), "-r",
-                       env.lock_path]
+            install = [uv, "pip", "install", "--quiet", "--python", python(env),
+                       *_install_sources(env, target)]
             try:   # the lock pins exact versions: uv's cache first, the index only if needed
                 _run(install + ["--offline"], log_path, BUILD_TIMEOUT_S, env=_uv_env())
             except BuildError:
@@ -303,8 +353,10 @@ def ensure(env, log=None, offline=False):
             shutil.rmtree(target, ignore_errors=True)
             raise
         seconds = time.perf_counter() - started
+        layer = dict(app_requirements=APP_LAYER["path"], layer_key=layer_key(env)) \
+            if APP_LAYER else {}
         with open(os.path.join(target, MARKER), "w") as f:
-            json.dump(dict(env.as_dict(), python=python_version(), key=key(env),
+            json.dump(dict(env.as_dict(), **layer, python=python_version(), key=key(env),
                            built_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                            build_s=round(seconds, 3), offline=offline), f, indent=2)
     if log:
@@ -312,11 +364,22 @@ def ensure(env, log=None, offline=False):
     return python(env), seconds
 
 
+def _install_sources(env, target):
+    """What ``uv pip install`` installs: the lock, or (with the app's layer) the environment's
+    requirements constrained by its lock plus the app's requirements file."""
+    if not APP_LAYER:
+        return ["-r", env.lock_path]
+    wanted = os.path.join(target, "bench-requirements.in")
+    with open(wanted, "w") as f:
+        f.write("\n".join(env.requirements) + "\n")
+    return ["-r", wanted, "-c", env.lock_path, "-r", APP_LAYER["path"]]
+
+
 def environment_versions(env):
     """``{distribution: version}`` of everything installed in the environment ({} if unbuilt).
 
     Read from the environment's site-packages without starting its interpreter."""
-    if env.harness:
+    if _own(env):
         dists = metadata.distributions()
     else:
         if not is_built(env):
@@ -334,7 +397,7 @@ def environment_versions(env):
 
 def built_info(env):
     """What the marker says about a built environment (build time, key), or {}."""
-    if env.harness:
+    if _own(env):
         return dict(path=os.path.dirname(os.path.dirname(sys.executable)), harness=True)
     try:
         with open(os.path.join(path(env), MARKER)) as f:
@@ -368,13 +431,17 @@ def prepare_for_run(variants, log=None):
     ``(packages, records)``: every installed version per environment, and per environment its
     requirement set, lock, path, Python, build time and any build error."""
     envs = {v.environment: v.environment_spec for v in variants}
-    built = prepare([e for e in envs.values() if not e.harness], log=log)
+    built = prepare([e for e in envs.values() if not _own(e)], log=log)
     packages, records = {}, {}
     for name, env in envs.items():
-        if not env.harness:
+        if not _own(env):
             packages[name] = environment_versions(env)
         record = env.as_dict()
         record.update(built_info(env))
         record.update(built.get(name, {}))
+        if APP_LAYER:   # the versions the app's own requirements got in this environment
+            versions = environment_versions(env)
+            record["app_requirements_versions"] = {n: versions.get(n)
+                                                   for n in app_requirement_names()}
         records[name] = record
     return packages, records

@@ -19,6 +19,14 @@ def writing(run_dir, write):
         raise ResultsWriteError(f"{run_dir}: {exc}") from exc
 
 
+def recorded(options):
+    """The options as meta.json keeps them: ``--app-env`` values of secret keys masked."""
+    from bench.plan.ownapp import masked
+
+    return dict(options, app_env=masked(options["app_env"])) if options.get("app_env") \
+        else options
+
+
 class RunFolder:
     def __init__(self, run_dir, meta):
         self.run_dir, self.meta = run_dir, meta
@@ -34,7 +42,7 @@ class RunFolder:
             git_commit=results.git_commit(), started_utc=results.utc_now().isoformat(),
             finished_utc=None, status="running", host=results.host_info(),
             packages={"default": results.package_versions()}, variants=variants,
-            plan=dict(options=options, steps=len(steps),
+            plan=dict(options=recorded(options), steps=len(steps),
                       order=[f"{s.variant}/{s.scenario}/{s.load_point}/{s.repeat}"
                              f"/{s.client}" for s in steps]),
             pinning=pinning, calibration=options.get("calibration"))

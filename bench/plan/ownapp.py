@@ -10,6 +10,13 @@ carries (``traffic``, ``knobs``, ``app_override`` for meta.json), or fails with 
 * variants that cannot serve a user's Flask app (``seed-*`` are fixed snippets,
   ``uvicorn-asgi`` is python-socketio's own ASGI server) are refused when named, skipped with a
   note when they come from a group.
+* ``--app-requirements FILE`` (default: a ``requirements.txt`` beside the app's file or in
+  its package, said on stderr) is layered onto every environment the run uses
+  (bench/execute/environments.py), built here, so a requirement that cannot be installed is
+  one line naming it before any server starts; the app is then checked in the layered
+  environment.
+* ``--app-env KEY=VALUE`` (repeatable) is the servers' environment (and the check's); meta.json
+  records it with the values of secret-looking keys masked (``masked``).
 * knobs reach every variant server as ``SocketIO(...)`` keyword arguments.
 """
 import json
@@ -19,7 +26,9 @@ import sys
 
 from bench import ROOT
 from bench.errors import UsageError
+from bench.execute import environments
 from bench.plan import traffic as traffic_mod
+from servers.userapp import AppError, split_spec
 
 TRAFFIC_SCENARIOS = ("echo", "rate", "sweep", "payload")
 NEEDS = {"echo": ["echo"], "rate": ["echo"], "sweep": ["echo"], "payload": ["echo"],
@@ -31,6 +40,94 @@ WS_COMPRESSION_NOTE = (
     "and neither the lean client nor the stock client does; so WebSocket traffic is never "
     "compressed here and --ws-compression on is refused (long-polling responses follow "
     "engineio's http_compression, on by default above 1 KiB)")
+
+
+SECRET_WORDS = ("SECRET", "TOKEN", "PASSWORD", "KEY")
+REQUIREMENTS_NAME = "requirements.txt"
+
+
+def parse_app_env(values):
+    """``{KEY: VALUE}`` of the ``--app-env KEY=VALUE`` options (the last of a key wins)."""
+    env = {}
+    for item in values or ():
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip() or "\0" in item:
+            raise UsageError(f"--app-env takes KEY=VALUE, got {item!r}")
+        env[name.strip()] = value
+    return env
+
+
+def masked(env):
+    """``env`` as meta.json records it: values of keys naming a secret become "***"."""
+    return {k: "***" if any(w in k.upper() for w in SECRET_WORDS) else v
+            for k, v in (env or {}).items()}
+
+
+def app_files(spec):
+    """The folders searched for the app's requirements, nearest first: a file's folder; for a
+    module (importable from the current directory), its package's folder or its file's, then
+    each parent up to the current directory."""
+    target, _, _ = split_spec(spec)
+    if target.endswith(".py") or "/" in target or os.sep in target:
+        return [os.path.dirname(os.path.abspath(target))]
+    root = os.getcwd()
+    parts = target.split(".")
+    here = os.path.join(root, *parts)
+    if not os.path.isfile(os.path.join(here, "__init__.py")):
+        if not os.path.isfile(here + ".py"):
+            return []
+        parts = parts[:-1]
+    return [os.path.join(root, *parts[:n]) for n in range(len(parts), -1, -1)]
+
+
+def requirements_file(args):
+    """``(path, how)`` of the app's requirements (``--app-requirements`` or one found beside
+    the app), or ``(None, "")``; UsageError when the file given does not exist."""
+    given = getattr(args, "app_requirements", None)
+    if given:
+        if not os.path.isfile(given):
+            raise UsageError(f"--app-requirements: no such file {given!r}")
+        return given, "--app-requirements"
+    for folder in app_files(args.app):
+        candidate = os.path.join(folder, REQUIREMENTS_NAME)
+        if os.path.isfile(candidate):
+            return os.path.relpath(candidate), "found beside the app; --app-requirements " \
+                "FILE chooses another"
+    return None, ""
+
+
+def harness_environment(registry):
+    """The environment the harness itself runs in (where the app is checked)."""
+    return next(e for e in map(registry.environment, registry.environments) if e.harness)
+
+
+def build_layer(env, log):
+    """Build ``env`` with the app's requirements; UsageError naming what cannot be installed."""
+    try:
+        environments.ensure(env, log=log)
+    except environments.BuildError as exc:
+        name = environments.named_requirement(str(exc))
+        what = f"cannot install {name!r}" if name else "cannot install its requirements"
+        raise UsageError(f"--app-requirements {environments.APP_LAYER['path']}: {what} "
+                         f"into the {env.name} environment: {exc}") from None
+
+
+def layer_requirements(args, registry, variants):
+    """Layer the app's requirements onto the environments of ``variants`` and build them
+    (the harness's own first: the app is checked there); ``{file, how}`` or {}."""
+    found, how = requirements_file(args)
+    environments.use_app_requirements(found)
+    if not found:
+        return {}
+    print(f"bench: app requirements: {found} ({how}); layered onto every environment",
+          file=sys.stderr, flush=True)
+    log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
+    build_layer(harness_environment(registry), log)
+    for env in {registry.variants[n].environment: registry.variants[n].environment_spec
+                for n in variants}.values():
+        if environments.state(env)[0] != "unavailable":   # else its rows say why
+            build_layer(env, log)
+    return dict(file=found, how=how, names=environments.app_requirement_names())
 
 
 def fixed_code_reason(variant):
@@ -76,15 +173,18 @@ def knobs_from(args):
     return knobs
 
 
-def check_app(spec):
+def check_app(spec, python=None, env=None, command="check"):
     """What ``servers/userapp.py check`` says about the app (events, namespaces, declared
     async mode and options); UsageError with its one line when it cannot be used; None when
-    importing it outlasts the servers' ready deadline (the steps then say what it did)."""
+    importing it outlasts the servers' ready deadline (the steps then say what it did).
+    ``python``: the interpreter (the app's layered environment); ``env``: ``--app-env``."""
     from bench.execute.lifecycle import ready_timeout_default
 
-    argv = [sys.executable, os.path.join(ROOT, "servers", "userapp.py"), "check", spec]
+    argv = [python or sys.executable, os.path.join(ROOT, "servers", "userapp.py"), command,
+            spec]
     try:
         done = subprocess.run(argv, capture_output=True, text=True, cwd=os.getcwd(),
+                              env=dict(os.environ, **(env or {})),
                               timeout=min(CHECK_TIMEOUT_S, ready_timeout_default()))
     except subprocess.TimeoutExpired:
         print(f"bench: --app {spec}: importing it did not finish within the ready deadline; "
@@ -150,12 +250,18 @@ def prepare(args, registry, variants, scenarios, target):
                  scenario_file=getattr(args, "scenario_file", None))
     if getattr(args, "ws_compression", None) == "off":
         extra["server_knobs"]["ws_compression"] = "off (never negotiated here: see --help)"
+    app_env = parse_app_env(getattr(args, "app_env", None))
     if not args.app:
+        for flag, given in (("--app-env", app_env),
+                            ("--app-requirements", getattr(args, "app_requirements", None))):
+            if given:
+                raise UsageError(f"{flag} is for your app's servers: it needs --app")
         return variants, extra
-    target_, _, attr = args.app.rpartition(":")
-    if not target_ or not attr.isidentifier():
-        raise UsageError("--app must look like module:attr or path/to/file.py:attr, got "
-                         f"{args.app!r}")
+    try:
+        split_spec(args.app)
+    except AppError as exc:
+        raise UsageError(str(exc)) from None
+    extra["app_env"] = app_env
     refused = [(n, fixed_code_reason(registry.variants[n])) for n in variants
                if fixed_code_reason(registry.variants[n])]
     if refused and args.variants:
@@ -164,7 +270,8 @@ def prepare(args, registry, variants, scenarios, target):
     variants = [n for n in variants if n not in dict(refused)]
     if not variants:
         raise UsageError("--app: no variant of this group can serve a Flask app")
-    info = check_app(args.app)
+    requirements = layer_requirements(args, registry, variants)
+    info = check_app(args.app, environments.python(harness_environment(registry)), app_env)
     if info is None:
         info = dict(async_mode="not inspected", declared_async_mode="not inspected",
                     options={}, events={}, namespaces="*")
@@ -193,7 +300,8 @@ def prepare(args, registry, variants, scenarios, target):
     extra["app_override"] = dict(app=args.app, declared_async_mode=declared,
                                  import_async_mode=info["async_mode"],
                                  declared_options=info["options"], per_variant=forced,
-                                 knobs=knobs, text=text)
+                                 knobs=knobs, text=text, env=masked(app_env),
+                                 requirements=requirements)
     return variants, extra
 
 
