@@ -1,4 +1,4 @@
-"""Load from several machines (#14), on one machine: a master and two workers on loopback
+"""Load from several machines, on one machine: a master and two workers on loopback
 against the real reference server, each a real process talking through Locust's engine."""
 import os
 import signal

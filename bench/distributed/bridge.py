@@ -12,6 +12,7 @@ import time
 
 import numpy as np
 
+from bench.distributed.seal import ENV
 from bench.execute import lifecycle
 
 
@@ -20,12 +21,15 @@ class EngineGone(Exception):
 
 
 class Engine:
-    def __init__(self, mode, host, port, log_path, extra=()):
+    def __init__(self, mode, host, port, log_path, extra=(), token=None):
         self.log_path = log_path
         self.offset = os.path.getsize(log_path) if os.path.exists(log_path) else 0
         argv = [sys.executable, "-m", "bench.distributed.engine", mode, host, str(port), *extra]
+        env = {k: v for k, v in os.environ.items() if k != ENV}  # the token: never in argv
+        if token:
+            env[ENV] = token
         self.proc = lifecycle.spawn(argv, log_path, stdin=subprocess.PIPE,
-                                    stdout=subprocess.PIPE)
+                                    stdout=subprocess.PIPE, env=env)
         self.buffer = b""
         self.lines = []
 

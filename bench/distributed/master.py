@@ -17,19 +17,30 @@ monotonic time of the same instant), which puts every message on the master's mo
 timeline: the measured window and the intended-time order are then consistent across workers
 to within the offset's uncertainty (recorded per worker and per step in meta.json).
 
-Faults: a worker that is lost (Locust's heartbeats), fails, or never reports by the deadline
-has its share counted, not dropped: its scheduled messages enter the arrays as errors (what
-it did send and save is kept), the step's row is invalid and its note names the worker.
+Faults: a worker that is lost (Locust's heartbeats), fails, refuses the step's target, or never
+reports by the deadline has its share counted, not dropped: its scheduled messages enter the
+arrays as errors (what it did send and save is kept), the step's row is invalid and its note
+names the worker.
+
+Trust: the engine checks every message against the cluster token
+(:mod:`bench.distributed.seal`); a worker whose hello fails is refused (one line here, one on
+its side), never admitted and never given a share; every message dropped by the check is
+counted per node in meta.json. A share carries only the targets this master was given (its
+``--target``, or the loopback servers it starts itself).
 """
 import os
 import socket
+import sys
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
-from bench.distributed import DistributedError
+from bench.distributed import DistributedError, is_loopback
 from bench.distributed.bridge import Engine, EngineGone, unpack
+from bench.distributed.seal import fingerprint
+from bench.driver.custom import merge_replies
 from bench.execute import lifecycle
 from bench.execute.load import DriverError, Load
 from bench.output import results
@@ -47,6 +58,9 @@ class WorkerInfo:
     host: str = ""
     pid: int | None = None
     drivers: int | None = None
+    token_fingerprint: str | None = None  # the one its hello states (and passed the check with)
+    allowed_targets: list = field(default_factory=list)
+    dropped_by_worker: dict = field(default_factory=dict)  # master messages it dropped
     offset_ns: int | None = None        # worker wall clock − master wall clock
     uncertainty_ns: int | None = None   # ± half the best exchange's round trip
     rtt_ns: int | None = None
@@ -62,6 +76,9 @@ class WorkerInfo:
 
     def record(self):
         return dict(node=self.node, host=self.host, pid=self.pid, drivers=self.drivers,
+                    token_fingerprint=self.token_fingerprint,
+                    allowed_targets=self.allowed_targets,
+                    dropped_by_worker=self.dropped_by_worker,
                     clock_offset_ns=self.offset_ns, clock_uncertainty_ns=self.uncertainty_ns,
                     clock_rtt_ns=self.rtt_ns, joined_utc=self.joined_utc, alive=self.alive,
                     lost=self.lost_why or None)
@@ -139,15 +156,19 @@ def merge(parts):
 class Coordinator:
     """The master: owns the engine process and the list of workers."""
 
-    def __init__(self, bind, expect, log_dir, wait_s=60.0):
+    def __init__(self, bind, expect, log_dir, wait_s=60.0, token=None, target=None):
         self.host, self.port = bind
         self.expect, self.wait_s = expect, wait_s
+        self.token, self.target = token, target
         os.makedirs(log_dir, exist_ok=True)
         self.log_path = os.path.join(log_dir, "distributed-master.log")
         self.workers, self.order, self.inbox = {}, [], []
+        self.dropped, self.refused = {}, {}
         self.engine, self.step_no = None, 0
         self.meta = dict(master=f"{self.host}:{self.port}", master_host=socket.gethostname(),
                          master_pid=os.getpid(), expected_workers=expect, workers=[], steps=[],
+                         token_fingerprint=fingerprint(token), authenticated=bool(token),
+                         refused=[], dropped={}, dropped_total=0,
                          clock="each worker's timestamps shifted onto the master's monotonic "
                                "clock by its start instant; offsets NTP-style through Locust "
                                "messages, uncertainty = best round trip / 2")
@@ -169,17 +190,39 @@ class Coordinator:
             w = self.workers[node]
             w.alive, w.lost_why = False, ev.get("why", "lost")
             self.inbox.append(ev)
+        elif kind == "dropped":
+            self.dropped.setdefault(node, Counter())[ev.get("why")] += 1
+        elif kind == "refused":
+            claims = ev.get("claims") or {}
+            self.refused[node] = dict(node=node, why=ev.get("why"), claimed_host=claims.get(
+                "host"), claimed_pid=claims.get("pid"), claimed_token_fingerprint=claims.get(
+                "token_fingerprint"), refused_utc=results.utc_now().isoformat())
+            print(f"bench: refused worker {node} (says host {claims.get('host')}, pid "
+                  f"{claims.get('pid')}; unverified): {ev.get('why')}; this master's token: "
+                  f"{fingerprint(self.token) or 'none'}", file=sys.stderr, flush=True)
         elif kind == "message":
+            data = ev["data"] or {}
+            w = self.workers.setdefault(node, WorkerInfo(node))
+            w.dropped_by_worker = data.get("dropped") or w.dropped_by_worker
             if ev["type"] == "bench_hello":
-                w = self.workers.setdefault(node, WorkerInfo(node))
-                w.host, w.pid, w.drivers = (ev["data"].get(k) for k in ("host", "pid", "drivers"))
+                w.host, w.pid, w.drivers = (data.get(k) for k in ("host", "pid", "drivers"))
+                w.token_fingerprint = data.get("token_fingerprint")
+                w.allowed_targets = list(data.get("allowed_targets") or ())
                 w.hello = True
             else:
                 self.inbox.append(ev)
         self._refresh_meta()
 
     def _refresh_meta(self):
-        self.meta["workers"] = [self.workers[n].record() for n in self.order]
+        records = []
+        for n in self.order:
+            records.append(dict(self.workers[n].record(),
+                                dropped=dict(self.dropped.get(n, {}))))
+        self.meta["workers"] = records
+        self.meta["refused"] = [dict(r, dropped=dict(self.dropped.get(n, {})))
+                                for n, r in self.refused.items()]
+        self.meta["dropped"] = {n: dict(c) for n, c in self.dropped.items()}
+        self.meta["dropped_total"] = sum(sum(c.values()) for c in self.dropped.values())
 
     def pump(self, deadline):
         """Handle one event; False when the deadline passed first."""
@@ -194,7 +237,7 @@ class Coordinator:
 
     # ----------------------------------------------------------------- start / stop
     def start(self):
-        self.engine = Engine("master", self.host, self.port, self.log_path)
+        self.engine = Engine("master", self.host, self.port, self.log_path, token=self.token)
         # Not in the lifecycle's kill-everything list: the run's own cleanup would kill it
         # before it could tell the workers the run is over. close() stops it in the CLI's
         # finally, and it quits by itself when this process's end closes its stdin.
@@ -235,6 +278,11 @@ class Coordinator:
             why = "; ".join(f"{self.workers[n].label}: {self.workers[n].lost_why}"
                             for n in self.order)
             raise DriverError(f"no distributed workers left ({why})")
+        foreign = [t for t in job.targets if (tuple(t) != tuple(self.target) if self.target
+                                              else not is_loopback(t[0]))]
+        if foreign:  # the plan's own targets only: never an address from anywhere else
+            raise DriverError(f"a share would carry {foreign[0][0]}:{foreign[0][1]}, a target "
+                              "this master was not given")
         base = replace(job, out="", cpus=(), spin=False)
         if job.kind in ("open", "closed"):
             k = min(len(live), job.connections)
@@ -270,7 +318,7 @@ class Coordinator:
             self._collect(sid, state, set(), "done", time.monotonic() + budget)
         except EngineGone as exc:
             for s in state.values():
-                if s["status"] not in ("done", "failed"):
+                if s["status"] not in ("done", "failed", "refused"):
                     s.update(status="failed", why=f"the master's engine ended: {exc}")
             t0 = t0 or time.monotonic_ns()
         return self._merge(job, sid, state, t0)
@@ -284,7 +332,7 @@ class Coordinator:
                 kind = ev.get("event")
                 if kind == "clock":
                     clocks.discard(ev.get("node"))
-                if s is None or s["status"] in ("failed", "done"):
+                if s is None or s["status"] in ("failed", "done", "refused"):
                     continue
                 if kind == "lost":
                     s.update(status="failed", why=f"lost: {ev.get('why')}")
@@ -292,6 +340,8 @@ class Coordinator:
                 elif kind == "message" and ev["data"].get("step") == sid:
                     if ev["type"] == "bench_ready" and s["status"] == "sent":
                         s["status"] = "ready"
+                    elif ev["type"] == "bench_result" and ev["data"].get("refused"):
+                        s.update(status="refused", why=ev["data"]["refused"])
                     elif ev["type"] == "bench_result":
                         s["result"] = ev["data"]
                         ok = ev["data"].get("ok") and s["status"] == "started"
@@ -311,7 +361,7 @@ class Coordinator:
                 break
 
     def _merge(self, job, sid, state, t0):
-        parts, failures, record, shares = [], [], [], []
+        parts, failures, record, shares, replies = [], [], [], [], []
         start = t0 + int(job.warmup * 1e9)
         end = start + int(job.duration * 1e9)
         for s in state.values():
@@ -327,6 +377,7 @@ class Coordinator:
                                 f"of {job.connections} connections) counted as failed")
             elif res.get("busy_share") is not None:
                 shares.append(res["busy_share"])
+            replies.append(res.get("replies"))
             if arrays is None:
                 continue
             parts.append(arrays)
@@ -341,7 +392,8 @@ class Coordinator:
                                start_margin_ns=res.get("margin_ns")))
         self.meta["steps"].append(dict(step=sid, kind=job.kind, workers=record))
         self._refresh_meta()
-        load = Load(merge(parts) if parts else None, t0, max(shares) if shares else None)
+        load = Load(merge(parts) if parts else None, t0, max(shares) if shares else None,
+                    merge_replies(replies))
         if failures:
             raise DriverError("; ".join(failures), partial=load if parts else None, t0=t0)
         return load

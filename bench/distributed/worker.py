@@ -8,6 +8,11 @@ monotonic clock the drivers use), and sends the per-message arrays back. Bounded
 no master within ``--connect-timeout`` → exit 1; the master silent for ``--master-timeout``
 (its engine's heartbeats) → the engine quits and so does this process; every driver process
 is killed in ``finally``.
+
+Trust: the engine seals and checks every message with the cluster token; a master that
+refuses this worker (or fails its check) ends it with one line, exit 1. A step whose target
+is outside ``--allow-target`` (default: loopback only) is refused with one line naming it and
+reported to the master as refused; the worker then serves the next step.
 """
 import os
 import shutil
@@ -15,9 +20,12 @@ import socket
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import replace
 
+from bench.distributed import allow_label, outside
 from bench.distributed.bridge import Engine, EngineGone, pack
+from bench.distributed.seal import fingerprint
 from bench.distributed.master import job_from_dict
 from bench.execute.load import DriverError, run_load
 from bench.plan.job import Outcome
@@ -31,46 +39,75 @@ class MasterEnded(Exception):
     pass
 
 
+class Refused(Exception):
+    """The master refused this worker, or failed its token check."""
+
+
+def receive(engine, deadline, dropped):
+    """The next event for this harness: drops by the check are counted, a refusal raised."""
+    while True:
+        ev = engine.recv(deadline)
+        if ev is None or ev.get("event") not in ("dropped", "refused"):
+            return ev
+        if ev["event"] == "refused":
+            raise Refused(ev.get("why"))
+        if not dropped:
+            say(f"dropped a {ev.get('type')} message that failed the check: {ev.get('why')}")
+        dropped[ev.get("why")] += 1
+
+
 def serve(master, drivers=1, connect_timeout=60.0, master_timeout=10.0, workdir=None,
-          cpus=()):
+          cpus=(), token=None, allow=None):
     host, port = master
     keep = workdir is not None
     workdir = workdir or tempfile.mkdtemp(prefix="bench-worker-")
     os.makedirs(workdir, exist_ok=True)
     log_path = os.path.join(workdir, "engine.log")
-    engine = Engine("worker", host, port, log_path,
+    engine = Engine("worker", host, port, log_path, token=token,
                     extra=["--connect-timeout", str(connect_timeout),
                            "--master-timeout", str(master_timeout)])
-    steps = 0
+    steps, dropped = 0, Counter()
+    mine = f"this worker's token: {fingerprint(token) or 'none'}"
     try:
         try:
-            ev = engine.recv(time.monotonic() + connect_timeout + 15)
+            ev = receive(engine, time.monotonic() + connect_timeout + 15, dropped)
         except EngineGone as exc:
             say(f"no master at {host}:{port}: {exc}")
+            return 1
+        except Refused as exc:
+            say(f"{exc} ({mine})")
             return 1
         if not ev or ev.get("event") != "connected":
             say(f"no master answered at {host}:{port} within {connect_timeout:g} s")
             return 1
         engine.send(op="send", type="bench_hello",
-                    data=dict(host=socket.gethostname(), pid=os.getpid(), drivers=drivers))
-        say(f"connected to the master at {host}:{port} as {ev['node']}")
+                    data=dict(host=socket.gethostname(), pid=os.getpid(), drivers=drivers,
+                              token_fingerprint=fingerprint(token),
+                              allowed_targets=allow_label(allow)))
+        if ev.get("verified"):  # else the refusal (one line) follows
+            say(f"connected to the master at {host}:{port} as {ev['node']} ({mine}; targets "
+                f"allowed: {', '.join(allow_label(allow))})")
         while True:
             try:
-                ev = engine.recv(time.monotonic() + 60)
+                ev = receive(engine, time.monotonic() + 60, dropped)
                 if ev and ev.get("event") == "message" and ev.get("type") == "bench_step":
                     steps += 1
-                    run_step(engine, ev["data"], workdir, drivers, tuple(cpus or ()))
+                    run_step(engine, ev["data"], workdir, drivers, tuple(cpus or ()), allow,
+                             dropped)
                     continue
             except EngineGone as exc:
                 say(f"the engine ended (master gone?): {exc}")
                 return 1
+            except Refused as exc:
+                say(f"{exc} ({mine})")
+                return 1
             except MasterEnded as exc:
-                say(f"{exc}; served {steps} steps")
+                say(f"{exc}; served {steps} steps{dropped_note(dropped)}")
                 return 0
             if ev is None:
                 continue  # the engine ends itself when the master goes silent
             if ev.get("event") == "quit":
-                say(f"{ev.get('why')}; served {steps} steps")
+                say(f"{ev.get('why')}; served {steps} steps{dropped_note(dropped)}")
                 return 0
     finally:
         engine.close()
@@ -78,9 +115,24 @@ def serve(master, drivers=1, connect_timeout=60.0, master_timeout=10.0, workdir=
             shutil.rmtree(workdir, ignore_errors=True)
 
 
-def run_step(engine, data, workdir, drivers, cpus):
+def dropped_note(dropped):
+    if not dropped:
+        return ""
+    return (f"; dropped {sum(dropped.values())} messages from the master that failed the "
+            f"check ({', '.join(f'{k}: {v}' for k, v in sorted(dropped.items()))})")
+
+
+def run_step(engine, data, workdir, drivers, cpus, allow, dropped):
     sid = data["step"]
     job = replace(job_from_dict(data["job"]), cpus=cpus, spin=False)
+    bad = outside(job.targets, allow)
+    if bad:
+        line = (f"refused step {sid}: target {bad[0]}:{bad[1]} is outside --allow-target "
+                f"{','.join(allow_label(allow))}")
+        say(line)
+        engine.send(op="send", type="bench_result",
+                    data=dict(step=sid, ok=False, refused=line, dropped=dict(dropped)))
+        return
     n_drivers = max(1, min(drivers, len(job.conns) or job.connections))
     go = {}
 
@@ -89,7 +141,7 @@ def run_step(engine, data, workdir, drivers, cpus):
         engine.send(op="send", type="bench_ready", data=dict(step=sid))
         deadline = time.monotonic() + job.deadline + 30
         while True:
-            ev = engine.recv(deadline)
+            ev = receive(engine, deadline, dropped)
             if ev is None:
                 raise DriverError("the master never said go")
             if ev.get("event") == "quit":
@@ -108,13 +160,13 @@ def run_step(engine, data, workdir, drivers, cpus):
                         start_at=start_at)
         arrays = load.arrays
         result = dict(step=sid, ok=True, arrays=pack(arrays), t0=load.t0,
-                      busy_share=load.busy_share)
+                      busy_share=load.busy_share, replies=load.replies)
     except DriverError as exc:
         if "ended" in go:
             raise MasterEnded(go["ended"]) from None
         arrays = exc.partial.arrays if exc.partial else None
         result = dict(step=sid, ok=False, error=str(exc)[:400], arrays=pack(arrays), t0=exc.t0)
-    result["margin_ns"] = go.get("margin_ns")
+    result.update(margin_ns=go.get("margin_ns"), dropped=dict(dropped))
     n = len(arrays["intended"]) if arrays is not None else 0
     ok = int((arrays["outcome"] == int(Outcome.OK)).sum()) if arrays is not None else 0
     say(f"step {sid}: {len(job.conns)} connections, {n} messages, {ok} ok"

@@ -1,0 +1,239 @@
+"""Who may join a distributed run and what a worker agrees to load, on loopback with real
+processes: a worker holding the wrong cluster token, a process that speaks Locust's wire to
+the master and re-sends, alters or spoofs messages, a worker whose --allow-target excludes
+the step's target, and a master asked to bind beyond loopback without a token."""
+import hashlib
+import importlib.metadata
+import os
+import secrets
+import time
+
+import msgpack
+import pytest
+import zmq
+
+from bench.distributed.seal import Channel
+from bench.execute import lifecycle
+from test_distributed import (DURATION, RATE, finish, measured_row, refserver,  # noqa: F401
+                              run_args)
+
+ENV_VAR = "BENCH_CLUSTER_TOKEN"
+
+
+def clean_env(**extra):
+    env = {k: v for k, v in os.environ.items() if k != ENV_VAR}
+    env.update(extra)
+    return env
+
+
+def token_file(tmp_path, name="token"):
+    token = secrets.token_hex(32)
+    path = tmp_path / name
+    path.write_text(token + "\n")
+    return token, str(path)
+
+
+def fingerprint(token):
+    return hashlib.sha256(token.encode()).hexdigest()[:12]
+
+
+def master(bench, url, out, port, *extra, expect=1):
+    return bench.popen(*run_args(url, out, "--duration", DURATION, "--expect-workers", expect,
+                                 "--master-bind", f"127.0.0.1:{port}", "--worker-wait", 60,
+                                 *extra), env=clean_env())
+
+
+def worker(bench, port, *extra, env=None):
+    return bench.popen("worker", "--master", f"127.0.0.1:{port}", "--connect-timeout", 30,
+                       *extra, env=env or clean_env())
+
+
+class WirePeer:
+    """A process on the network that speaks Locust's wire (ZeroMQ DEALER, msgpack frames of
+    ``(type, data, node_id)``) to the master, the way a worker's engine does."""
+
+    def __init__(self, port, node):
+        self.node = node
+        self.ctx = zmq.Context()
+        self.sock = self.ctx.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.IDENTITY, node.encode())
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.connect(f"tcp://127.0.0.1:{port}")
+
+    def frame(self, kind, data, node=None):
+        return msgpack.dumps((kind, data, node or self.node))
+
+    def send(self, frame):
+        self.sock.send(frame)
+
+    def recv(self, kind, timeout):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.sock.poll(200):
+                got, data, _ = msgpack.loads(self.sock.recv(), raw=False)
+                if got == kind:
+                    return data
+        raise AssertionError(f"no {kind} from the master within {timeout} s")
+
+    def close(self):
+        self.sock.close(0)
+        self.ctx.term()
+
+
+def join(peer, token):
+    """Locust's join, then the bench handshake: the challenge, a hello sealed with ``token``."""
+    peer.send(peer.frame("client_ready", importlib.metadata.version("locust")))
+    peer.recv("ack", timeout=60)
+    peer.send(peer.frame("bench_join", None))
+    link = Channel(token, None, peer.node, "master")
+    payload, why = link.open("bench_challenge", peer.recv("bench_challenge", timeout=10))
+    assert payload == {} and why is None, why  # the master proved it holds the token
+    hello = peer.frame("bench_hello", link.seal("bench_hello", dict(
+        host="wire-peer", pid=os.getpid(), drivers=1, nonce="n0nce")))
+    peer.send(hello)
+    link.bind("n0nce")
+    return link, hello
+
+
+def test_a_wrong_token_worker_is_refused_and_the_numbers_are_the_good_workers(
+        bench, refserver, tmp_path):  # noqa: F811
+    token, path = token_file(tmp_path)
+    port = lifecycle.free_port()
+    m = master(bench, refserver, tmp_path / "dist", port, "--cluster-token-file", path)
+    procs = [m]
+    try:
+        bad = worker(bench, port, env=clean_env(**{ENV_VAR: secrets.token_hex(32)}))
+        procs.append(bad)
+        (_, bad_err), = finish(bench, [bad], timeout=60)
+        assert bad.returncode == 1, bad_err
+        assert len(bad_err.strip().splitlines()) == 1, bad_err
+        assert "refused this worker" in bad_err and "token" in bad_err, bad_err
+        good = worker(bench, port, env=clean_env(**{ENV_VAR: token}))  # the variable works too
+        procs.append(good)
+        (_, m_err), = finish(bench, [m], timeout=120)
+        assert m.returncode == 0, m_err[-3000:]
+        finish(bench, [good], timeout=30)
+        assert good.returncode == 0
+    finally:
+        for p in procs:
+            bench.kill(p)
+    refused_lines = [ln for ln in m_err.splitlines() if "refused worker" in ln]
+    assert len(refused_lines) == 1 and str(bad.pid) in refused_lines[0], m_err
+    (run_dir,) = bench.run_dirs(str(tmp_path / "dist"))
+    dist = bench.meta(run_dir)["distributed"]
+    assert dist["authenticated"] and dist["token_fingerprint"] == fingerprint(token)
+    (refused,) = dist["refused"]
+    assert refused["claimed_pid"] == bad.pid and "token" in refused["why"]
+    assert refused["dropped"] == {"bad-mac": 1}  # its hello; nothing of it reached the run
+    (w,) = dist["workers"]
+    assert w["pid"] == good.pid and w["token_fingerprint"] == fingerprint(token)
+    assert w["allowed_targets"] == ["loopback"] and w["dropped"] == {}
+    (step,) = dist["steps"]
+    assert [s["pid"] for s in step["workers"]] == [good.pid]
+    row = measured_row(bench, run_dir)
+    assert row["attempted"] == step["workers"][0]["attempted"] == int(RATE * DURATION)
+    assert row["ok"] == step["workers"][0]["ok"] == row["attempted"]
+    assert "worker" not in str(row["note"]), row["note"]  # no share failed or went missing
+    for root, _, files in os.walk(run_dir):  # the fingerprint is recorded, the token nowhere
+        for name in files:
+            with open(os.path.join(root, name), "rb") as f:
+                assert token.encode() not in f.read(), name
+
+
+def test_replayed_altered_and_spoofed_messages_are_dropped_and_counted(
+        bench, refserver, tmp_path):  # noqa: F811
+    token, path = token_file(tmp_path)
+    port = lifecycle.free_port()
+    m = master(bench, refserver, tmp_path / "dist", port, "--cluster-token-file", path)
+    peer, procs = WirePeer(port, "wire-peer-1"), [m]
+    try:
+        link, hello = join(peer, token)
+        ready = peer.frame("bench_ready", link.seal("bench_ready", {"step": 99}))
+        peer.send(ready)                          # passes: sealed under the bound session
+        peer.send(ready)                          # the same frame again
+        kind, data, node = msgpack.loads(ready, raw=False)
+        data = dict(data, body=data["body"].replace("99", "98"))
+        peer.send(msgpack.dumps((kind, data, node)))                   # altered in transit
+        peer.send(hello)                          # the handshake's frame, from a session gone
+        forged = Channel("not-" + token, link.session, peer.node, "master")
+        peer.send(peer.frame("bench_result", forged.seal("bench_result", {"step": 1})))
+        peer.send(peer.frame("bench_result", link.seal("bench_result", {"step": 1}),
+                             node="someone-else"))  # speaking for another node
+        time.sleep(0.5)
+        good = worker(bench, port, "--cluster-token-file", path)
+        procs.append(good)
+        (_, m_err), = finish(bench, [m], timeout=120)
+        assert m.returncode == 0, m_err[-3000:]
+        finish(bench, [good], timeout=30)
+    finally:
+        peer.close()
+        for p in procs:
+            bench.kill(p)
+    (run_dir,) = bench.run_dirs(str(tmp_path / "dist"))
+    dist = bench.meta(run_dir)["distributed"]
+    assert dist["dropped"]["wire-peer-1"] == {"replayed": 1, "bad-mac": 2, "other-session": 1,
+                                              "spoofed-node": 1}, dist["dropped"]
+    assert dist["dropped_total"] == 5 and not dist["refused"]  # it passed its hello
+    assert [w["pid"] for w in dist["workers"]] == [good.pid]   # never clocked: never admitted
+    row = measured_row(bench, run_dir)
+    assert row["attempted"] == row["ok"] == int(RATE * DURATION)
+
+
+def test_a_worker_refuses_a_target_outside_its_list(bench, refserver, tmp_path):  # noqa: F811
+    port = lifecycle.free_port()
+    m = master(bench, refserver, tmp_path / "dist", port, expect=2)  # loopback: no token
+    procs = [m]
+    try:
+        picky = worker(bench, port, "--allow-target", "127.0.0.1:1,10.9.9.9")
+        procs.append(picky)
+        procs.append(worker(bench, port))
+        (_, m_err), = finish(bench, [m], timeout=120)
+        assert m.returncode == 0, m_err[-3000:]
+        (_, picky_err), _ = finish(bench, procs[1:], timeout=30)
+        assert picky.returncode == 0, picky_err
+    finally:
+        for p in procs:
+            bench.kill(p)
+    target = refserver.split("//")[1]
+    lines = [ln for ln in picky_err.splitlines() if "refused step" in ln]
+    assert len(lines) == 1 and target in lines[0] and "127.0.0.1:1,10.9.9.9" in lines[0], \
+        picky_err
+    (run_dir,) = bench.run_dirs(str(tmp_path / "dist"))
+    dist = bench.meta(run_dir)["distributed"]
+    assert not dist["authenticated"] and dist["token_fingerprint"] is None
+    allowed = {w["pid"]: w["allowed_targets"] for w in dist["workers"]}
+    assert allowed[picky.pid] == ["127.0.0.1:1", "10.9.9.9"]
+    (step,) = dist["steps"]
+    status = {w["pid"]: w["status"] for w in step["workers"]}
+    assert status[picky.pid] == "refused" and sorted(status.values()) == ["done", "refused"]
+    row = measured_row(bench, run_dir)
+    assert str(row["valid"]) == "False" and "outside --allow-target" in row["note"]
+    assert row["attempted"] == int(RATE * DURATION)  # the refused share counted, not dropped
+    assert row["ok"] == row["attempted"] // 2  # the other worker's half, all answered
+
+
+@pytest.mark.parametrize("args, says", [
+    (("run", "--expect-workers", "1", "--master-bind", "0.0.0.0:5557", "--allow-remote",
+      "--target", "http://127.0.0.1:9"), "--cluster-token-file"),
+    (("run", "--expect-workers", "1", "--master-bind", "0.0.0.0:5557", "--allow-remote",
+      "--cluster-token-file", "TOKEN"), "--target"),
+    (("run", "--cluster-token-file", "TOKEN"), "needs --expect-workers"),
+    (("run", "--expect-workers", "1", "--cluster-token-file", "SHORT"), "at least 16"),
+    (("worker", "--master", "10.9.9.9:5557"), "--cluster-token-file"),
+    (("worker", "--master", "127.0.0.1:5557", "--cluster-token-file", "MISSING"), "cannot read"),
+    (("worker", "--master", "127.0.0.1:5557", "--allow-target", "127.0.0.1:0"), "1..65535"),
+    (("worker", "--master", "127.0.0.1:5557", "--allow-target", "a,,b"), "empty entry"),
+])
+def test_bad_cluster_input_is_one_line_and_exit_2_before_anything_binds(bench, args, says,
+                                                                          tmp_path):
+    files = {"TOKEN": token_file(tmp_path)[1], "MISSING": str(tmp_path / "absent")}
+    (tmp_path / "short").write_text("too-short\n")
+    files["SHORT"] = str(tmp_path / "short")
+    argv = [files.get(a, a) for a in args]
+    t = time.monotonic()
+    r = bench.run(*argv, *(("--out", str(tmp_path / "out")) if args[0] == "run" else ()),
+                  env=clean_env(), timeout=60)
+    assert r.returncode == 2, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and says in r.stderr, r.stderr
+    assert not os.path.exists(tmp_path / "out") and time.monotonic() - t < 30
+    assert "Traceback" not in r.stderr
