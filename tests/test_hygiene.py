@@ -16,8 +16,9 @@ RUN_OPTIONS = ["--variants", "--group", "--scenario", "--connections", "--rate",
                "--warmup", "--repeats", "--payload", "--target", "--app", "--client", "--out",
                "--label", "--seed", "--no-pin", "--allow-remote", "--quick",
                "--scenario-file", "--async-handlers", "--ping-interval", "--ping-timeout",
-               "--max-http-buffer-size", "--ws-compression"]
-COMMANDS = ["list", "run", "report", "compare", "calibrate"]
+               "--max-http-buffer-size", "--ws-compression", "--app-requirements",
+               "--app-env"]
+COMMANDS = ["list", "run", "report", "compare", "calibrate", "init"]
 
 
 def calls(path):

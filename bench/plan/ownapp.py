@@ -112,22 +112,28 @@ def build_layer(env, log):
                          f"into the {env.name} environment: {exc}") from None
 
 
-def layer_requirements(args, registry, variants):
-    """Layer the app's requirements onto the environments of ``variants`` and build them
-    (the harness's own first: the app is checked there); ``{file, how}`` or {}."""
+def layer_requirements(args, registry):
+    """Layer the app's requirements onto every environment and build the harness's own
+    (quietly: the app is checked there, and bad input stays one line); ``{file, how, names}``
+    or {}."""
     found, how = requirements_file(args)
     environments.use_app_requirements(found)
     if not found:
         return {}
-    print(f"bench: app requirements: {found} ({how}); layered onto every environment",
-          file=sys.stderr, flush=True)
+    build_layer(harness_environment(registry), None)
+    return dict(file=found, how=how, names=environments.app_requirement_names())
+
+
+def build_variant_layers(requirements, registry, variants):
+    """Say which requirements are layered, and build the layer of every environment
+    ``variants`` use (those that cannot be built here are skipped: their rows say why)."""
+    print(f"bench: app requirements: {requirements['file']} ({requirements['how']}); layered "
+          "onto every environment", file=sys.stderr, flush=True)
     log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
-    build_layer(harness_environment(registry), log)
     for env in {registry.variants[n].environment: registry.variants[n].environment_spec
                 for n in variants}.values():
-        if environments.state(env)[0] != "unavailable":   # else its rows say why
+        if environments.state(env)[0] != "unavailable":
             build_layer(env, log)
-    return dict(file=found, how=how, names=environments.app_requirement_names())
 
 
 def fixed_code_reason(variant):
@@ -270,7 +276,7 @@ def prepare(args, registry, variants, scenarios, target):
     variants = [n for n in variants if n not in dict(refused)]
     if not variants:
         raise UsageError("--app: no variant of this group can serve a Flask app")
-    requirements = layer_requirements(args, registry, variants)
+    requirements = layer_requirements(args, registry)
     info = check_app(args.app, environments.python(harness_environment(registry)), app_env)
     if info is None:
         info = dict(async_mode="not inspected", declared_async_mode="not inspected",
@@ -284,6 +290,8 @@ def prepare(args, registry, variants, scenarios, target):
                 raise UsageError(f"--app {args.app} has no {missing[0]!r} handler, which the "
                                  f"{scenario} scenario sends; describe your own traffic with "
                                  "--scenario-file (see examples/chat.toml)")
+    if requirements:
+        build_variant_layers(requirements, registry, variants)
     if refused:
         print(f"bench: --app skips {', '.join(n for n, _ in refused)} (fixed code, not your "
               "app)", file=sys.stderr, flush=True)

@@ -140,12 +140,13 @@ def run(args, registry):
     environments.use_app_requirements(found)
     harness = ownapp.harness_environment(registry)
     if found:
-        print(f"init: app requirements: {found} ({how})", file=sys.stderr, flush=True)
-        ownapp.build_layer(harness, lambda text: print(text, file=sys.stderr, flush=True))
+        ownapp.build_layer(harness, None)
     info = ownapp.check_app(args.app, environments.python(harness), app_env,
                             command="handlers")
     if info is None:
         raise UsageError(f"init: importing --app {args.app} did not finish in time")
+    if found:
+        print(f"init: app requirements: {found} ({how})", file=sys.stderr, flush=True)
     text = render(args.app, info, out)
     traffic.validate(tomllib.loads(text), out, text)   # what `run --scenario-file` accepts
     try:
