@@ -14,8 +14,9 @@ KEY = ("variant", "scenario", "load_point", "requested", "recipient",
 COUNTS = ["attempted", "ok", "errors", "timeouts"]
 STATIC = ["target_rate", "connections", "duration_s", "client", "mix", "recipient",
           "payload_bytes", "binary", "deadline_ms", "arrivals", "servers", "tls",
-          "server_nodelay", "profiled", "requested"]
-SUMMED = ["failed_tcp", "failed_upgrade", "failed_open", "failed_connect", "broadcasts"]
+          "server_nodelay", "profiled", "requested", "reply_match"]
+SUMMED = ["failed_tcp", "failed_upgrade", "failed_open", "failed_connect", "broadcasts",
+          "unsolicited"]
 MEANS = ["server_cpu_pct", "driver_cpu_pct", "lag_p50_us", "send_lag_p50_us",
          "recv_wait_p50_us", "achieved_rate", "sent_rate", "steal_pct", "load_avg",
          "foreign_cpu_pct", "driver_share", "reach"]
@@ -57,6 +58,8 @@ def merge_repeats(reps):
     row.update({k: int(sum(r.get(k, 0) or 0 for r in good)) for k in SUMMED if k in first})
     row.update({k: _mean(good, k) for k in MEANS if k in first})
     row.update({k: _max(good, k) for k in MAXES if k in first})
+    if isinstance(first.get("pushed"), str):  # per-name counts added over repeats
+        row["pushed"] = _pushed_sum(good)
     notes = sorted({r["note"] for r in reps if isinstance(r.get("note"), str) and r["note"]})
     row.update(
         variant=first["variant"], scenario=first["scenario"], load_point=first["load_point"],
@@ -103,3 +106,13 @@ def _max(rows, key):
 
 def _round(x, digits):
     return round(x, digits) if np.isfinite(x) else float("nan")
+
+
+def _pushed_sum(rows):
+    """``pushed`` cells (``name=count;…``) of several rows added name by name."""
+    total = {}
+    for r in rows:
+        for part in filter(None, str(r.get("pushed") or "").split(";")):
+            name, _, n = part.rpartition("=")
+            total[name] = total.get(name, 0) + int(n)
+    return ";".join(f"{name}={n}" for name, n in sorted(total.items()))

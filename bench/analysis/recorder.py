@@ -32,7 +32,7 @@ SUMMARY_COLUMNS = [
     "duration_s", "client", "hdr_service", "sent_rate", "censored", "deadline_ms",
     "send_lag_p50_us", "send_lag_p99_us", "recv_wait_p50_us", "recv_wait_p99_us",
     "driver_share", "steal_pct", "load_avg", "foreign_cpu_pct", "noisy", "arrivals",
-    "requested",
+    "requested", "reply_match", "unsolicited", "pushed",
 ]
 SAMPLE_COLUMNS = ["variant", "scenario", "load_point", "repeat", "conn", "seq", "phase",
                   "intended_ns", "sent_ns", "received_ns", "latency_us", "service_us",
@@ -66,7 +66,31 @@ def summarize(step, load, transport, resources, client, note=""):
     row = summarize_messages(step, load, transport, resources, client, note)
     if step.kind == "connect":
         row.update(connect_columns(step, load.arrays, load.t0))
+    if getattr(load, "replies", None):
+        reply_columns(row, load.replies)
     return [dict(row, **step.extra)]
+
+
+def pushed_text(counts):
+    """Per-name event counts as the ``pushed`` cell: ``name=count;name=count`` by name."""
+    return ";".join(f"{name}={int(n)}" for name, n in sorted(counts.items()) if n)
+
+
+def reply_columns(row, replies):
+    """The user's traffic's reply accounting on ``row``: ``reply_match`` (ack|seq|fifo),
+    ``unsolicited``, ``pushed``; in-order matching that met unsolicited reply events is
+    ambiguous, so the row is invalid, with the fix in its note."""
+    unsolicited = replies.get("unsolicited") or {}
+    row.update(reply_match=replies["reply_match"], unsolicited=int(sum(unsolicited.values())),
+               pushed=pushed_text(replies.get("pushed") or {}))
+    ambiguous = int(replies.get("ambiguous") or 0)
+    if replies["reply_match"] == "fifo" and ambiguous:
+        names = ", ".join(repr(n) for n in sorted(unsolicited))
+        row["valid"] = False
+        row["note"] = "; ".join(filter(None, [row["note"], (
+            f"reply matching ambiguous: {ambiguous} {names} event(s) answered no message, so "
+            "replies matched in order may belong to other messages (latencies too short); "
+            "put \"{seq}\" in the message's args to match replies by id")]))
 
 
 def connect_columns(step, arrays, t0):

@@ -40,6 +40,7 @@ import numpy as np
 from bench.distributed import DistributedError, is_loopback
 from bench.distributed.bridge import Engine, EngineGone, unpack
 from bench.distributed.seal import fingerprint
+from bench.driver.custom import merge_replies
 from bench.execute import lifecycle
 from bench.execute.load import DriverError, Load
 from bench.output import results
@@ -360,7 +361,7 @@ class Coordinator:
                 break
 
     def _merge(self, job, sid, state, t0):
-        parts, failures, record, shares = [], [], [], []
+        parts, failures, record, shares, replies = [], [], [], [], []
         start = t0 + int(job.warmup * 1e9)
         end = start + int(job.duration * 1e9)
         for s in state.values():
@@ -376,6 +377,7 @@ class Coordinator:
                                 f"of {job.connections} connections) counted as failed")
             elif res.get("busy_share") is not None:
                 shares.append(res["busy_share"])
+            replies.append(res.get("replies"))
             if arrays is None:
                 continue
             parts.append(arrays)
@@ -390,7 +392,8 @@ class Coordinator:
                                start_margin_ns=res.get("margin_ns")))
         self.meta["steps"].append(dict(step=sid, kind=job.kind, workers=record))
         self._refresh_meta()
-        load = Load(merge(parts) if parts else None, t0, max(shares) if shares else None)
+        load = Load(merge(parts) if parts else None, t0, max(shares) if shares else None,
+                    merge_replies(replies))
         if failures:
             raise DriverError("; ".join(failures), partial=load if parts else None, t0=t0)
         return load

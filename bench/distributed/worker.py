@@ -160,7 +160,7 @@ def run_step(engine, data, workdir, drivers, cpus, allow, dropped):
                         start_at=start_at)
         arrays = load.arrays
         result = dict(step=sid, ok=True, arrays=pack(arrays), t0=load.t0,
-                      busy_share=load.busy_share)
+                      busy_share=load.busy_share, replies=load.replies)
     except DriverError as exc:
         if "ended" in go:
             raise MasterEnded(go["ended"]) from None

@@ -94,6 +94,7 @@ class Messages:
         self.recv_wait = np.zeros(capacity, dtype=np.int64)
         self.deadline_ns = 1 << 62
         self.used = 0
+        self.counters = {}  # figures beyond the arrays, for the done line (custom.py: replies)
 
     def trimmed(self):
         n = self.used
@@ -214,7 +215,7 @@ def _listener_class():
 
 
 async def connect(url, index, messages, timeout, stamps=None, source=None, ssl_context=None,
-                  namespace="/", auth=None, query=None, headers=None):
+                  namespace="/", auth=None, query=None, headers=None, on_event=None):
     """Open one WebSocket and complete the Engine.IO and Socket.IO handshakes.
 
     With ``stamps`` (a dict), record when TCP connected, the upgrade completed and the
@@ -223,7 +224,8 @@ async def connect(url, index, messages, timeout, stamps=None, source=None, ssl_c
     first (spreads clients over 127.0.0.x for hash-balancing proxies and port ranges).
     ``ssl_context``: wss (a ``wss://`` url).
     ``namespace``/``auth`` go in the Socket.IO CONNECT packet, ``query`` in the URL,
-    ``headers`` in the HTTP upgrade request (the user's traffic, bench/driver/custom.py).
+    ``headers`` in the HTTP upgrade request (the user's traffic, bench/driver/custom.py);
+    ``on_event`` sees the events that arrive during the handshake (a connect handler's emits).
     """
     from urllib.parse import urlencode
     import socket
@@ -236,6 +238,7 @@ async def connect(url, index, messages, timeout, stamps=None, source=None, ssl_c
 
     def factory():
         holder["c"] = cls(index, messages)
+        holder["c"].on_event = on_event
         if auth is not None or namespace not in (None, "/"):
             holder["c"].connect_packet = protocol.connect_packet(namespace, auth)
         return holder["c"]
@@ -689,7 +692,7 @@ def main(argv=None):
             os.kill(os.getpid(), sink["signal"])
         raise
     save(m, job.out)
-    print("done " + json.dumps(SELECTOR.loop_stats()), flush=True)
+    print("done " + json.dumps(dict(SELECTOR.loop_stats(), **m.counters)), flush=True)
 
 
 def save(m, path):

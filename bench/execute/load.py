@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bench.driver.custom import merge_replies
 from bench.execute import lifecycle
 
 WORKER_MODULES = {"lean": "bench.driver.lean", "python-socketio": "bench.driver.polling"}
@@ -27,10 +28,12 @@ WORKER_MODULES = {"lean": "bench.driver.lean", "python-socketio": "bench.driver.
 @dataclass(frozen=True)
 class Load:
     """What the driver processes measured: merged per-message arrays, the shared start time,
-    and the busiest process's loop figures (busy share of its core, or None)."""
+    and the busiest process's loop figures (busy share of its core, or None); ``replies``:
+    the user's traffic's event accounting, added over processes (bench/driver/custom.py)."""
     arrays: dict
     t0: int
     busy_share: float | None
+    replies: dict | None = None
 
 
 class DriverError(Exception):
@@ -127,7 +130,7 @@ def run_load(job, workdir, workers=1, client="lean", on_start=None, start_at=Non
             p.stdin.write(f"{t0}\n".encode())
             p.stdin.flush()
         end = time.monotonic() + wall_budget
-        shares = []
+        shares, replies = [], []
         for p in procs:
             line = _readline(p, end, log_path, offset, "while measuring")
             word, _, stats = line.partition(" ")
@@ -137,10 +140,11 @@ def run_load(job, workdir, workers=1, client="lean", on_start=None, start_at=Non
             loop = json.loads(stats or "{}")
             if loop.get("busy_ns") is not None and loop.get("total_ns"):
                 shares.append(loop["busy_ns"] / loop["total_ns"])
+            replies.append(loop.get("replies"))
         arrays = _merge(outs)
         if arrays is None:
             raise DriverError("driver said done but saved no results")
-        return Load(arrays, t0, max(shares) if shares else None)
+        return Load(arrays, t0, max(shares) if shares else None, merge_replies(replies))
     except DriverError as exc:
         if t0 is not None and exc.partial is None:
             for p in procs:  # stop them before reading what they saved

@@ -16,6 +16,12 @@ The format is fixed in DESIGN.md ("The user's own traffic"); keys may be added, 
     reply = "ack"                          # "ack", or "event:NAME" (the server emits NAME back)
     weight = 3
 
+``"{seq}"`` anywhere in a message's ``args`` (a whole string or inside one) becomes the
+message's unique id, the string ``seq-C-K`` (connection index C, message number K); an
+``event:NAME`` reply is then matched to the message whose id its payload carries (see
+bench/driver/custom.py). Setup events take no ``{seq}``: they are not measured. Without
+``[connect] auth`` the CONNECT packet carries no auth payload at all.
+
 Every error is one line naming the file, the line and the key (a TOML syntax error carries its
 own line; for the rest the key's line is found in the text).
 """
@@ -31,6 +37,7 @@ SETUP = {"event", "args"}
 MESSAGE = {"event", "args", "reply", "weight"}
 RESERVED = {"connect", "connect_error", "disconnect"}
 PAD = re.compile(r"\{pad:(\d+)\}")
+SEQ = "{seq}"
 MAX_PAD = 1_000_000
 
 
@@ -87,6 +94,17 @@ def _pads(value):
     if isinstance(value, dict):
         return [p for v in value.values() for p in _pads(v)]
     return []
+
+
+def has_seq(value):
+    """True when the string "{seq}" occurs anywhere inside ``value``."""
+    if isinstance(value, str):
+        return SEQ in value
+    if isinstance(value, list):
+        return any(has_seq(v) for v in value)
+    if isinstance(value, dict):
+        return any(has_seq(k) or has_seq(v) for k, v in value.items())
+    return False
 
 
 def expand(value, pad=None):
@@ -175,6 +193,10 @@ def validate(data, path="scenario.toml", text=""):
             if any(n > MAX_PAD for n in _pads(args)):
                 c.fail(f"{what}.args", f"a {{pad:N}} above {MAX_PAD} bytes", section, i,
                        "args")
+            if section == "setup" and has_seq(args):
+                c.fail(f"{what}.args", "\"{seq}\" belongs in [[messages]] only (setup events "
+                       "are not measured, so there is no message id to give)", section, i,
+                       "args")
             record = dict(event=event, args=_plain(args))
             if section == "messages":
                 reply = item.get("reply", "ack")
@@ -189,7 +211,8 @@ def validate(data, path="scenario.toml", text=""):
                            section, i, "weight")
                 record.update(reply=reply, weight=float(weight))
             (out_setup if section == "setup" else out_messages).append(record)
-    return dict(namespace=namespace, auth=_plain(connect.get("auth")),
+    auth = _plain(connect["auth"]) if "auth" in connect else None  # no key: no auth payload
+    return dict(namespace=namespace, auth=auth,
                 query={k: str(v) for k, v in connect.get("query", {}).items()},
                 headers={k: str(v) for k, v in connect.get("headers", {}).items()},
                 setup=out_setup, messages=out_messages)
