@@ -6,6 +6,7 @@ import hashlib
 import importlib.metadata
 import os
 import secrets
+import socket
 import time
 
 import msgpack
@@ -80,6 +81,43 @@ class WirePeer:
         self.ctx.term()
 
 
+class WireMaster:
+    """A process that speaks Locust's wire as a master does (ZeroMQ ROUTER) to a real worker."""
+
+    def __init__(self, port):
+        self.ctx = zmq.Context()
+        self.sock = self.ctx.socket(zmq.ROUTER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.bind(f"tcp://127.0.0.1:{port}")
+
+    def send(self, node, frame):
+        self.sock.send_multipart([node.encode(), frame])
+
+    def recv(self, kind, timeout):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.sock.poll(200):
+                _, raw = self.sock.recv_multipart()
+                got, data, node = msgpack.loads(raw, raw=False)
+                if got == kind:
+                    return data, node
+        raise AssertionError(f"no {kind} from the worker within {timeout} s")
+
+    def close(self):
+        self.sock.close(0)
+        self.ctx.term()
+
+
+def bindable(port):
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def join(peer, token):
     """Locust's join, then the bench handshake: the challenge, a hello sealed with ``token``."""
     peer.send(peer.frame("client_ready", importlib.metadata.version("locust")))
@@ -144,10 +182,20 @@ def test_replayed_altered_and_spoofed_messages_are_dropped_and_counted(
         bench, refserver, tmp_path):  # noqa: F811
     token, path = token_file(tmp_path)
     port = lifecycle.free_port()
-    m = master(bench, refserver, tmp_path / "dist", port, "--cluster-token-file", path)
-    peer, procs = WirePeer(port, "wire-peer-1"), [m]
+    first = master(bench, refserver, tmp_path / "first", port, "--cluster-token-file", path)
+    peer, procs = WirePeer(port, "wire-peer-1"), [first]
     try:
-        link, hello = join(peer, token)
+        old, _ = join(peer, token)  # an earlier run, on the same port, with the same token
+        earlier = peer.frame("bench_ready", old.seal("bench_ready", {"step": 1}))
+        peer.send(earlier)
+        time.sleep(0.3)
+        bench.kill(first)  # its engine leaves when its harness's pipe closes: it says quit
+        peer.recv("quit", timeout=30)
+        bench.wait_for(lambda: bindable(port), timeout=30, what="the first master's port")
+        m = master(bench, refserver, tmp_path / "dist", port, "--cluster-token-file", path)
+        procs.append(m)
+        link, hello = join(peer, token)  # ZeroMQ reconnects the peer to the new master
+        peer.send(earlier)                        # recorded in the earlier run
         ready = peer.frame("bench_ready", link.seal("bench_ready", {"step": 99}))
         peer.send(ready)                          # passes: sealed under the bound session
         peer.send(ready)                          # the same frame again
@@ -171,12 +219,50 @@ def test_replayed_altered_and_spoofed_messages_are_dropped_and_counted(
             bench.kill(p)
     (run_dir,) = bench.run_dirs(str(tmp_path / "dist"))
     dist = bench.meta(run_dir)["distributed"]
-    assert dist["dropped"]["wire-peer-1"] == {"replayed": 1, "bad-mac": 2, "other-session": 1,
+    assert dist["dropped"]["wire-peer-1"] == {"replayed": 1, "bad-mac": 2, "other-session": 2,
                                               "spoofed-node": 1}, dist["dropped"]
-    assert dist["dropped_total"] == 5 and not dist["refused"]  # it passed its hello
+    assert dist["dropped_total"] == 6 and not dist["refused"]  # it passed its hello
     assert [w["pid"] for w in dist["workers"]] == [good.pid]   # never clocked: never admitted
     row = measured_row(bench, run_dir)
     assert row["attempted"] == row["ok"] == int(RATE * DURATION)
+
+
+def test_the_worker_drops_and_counts_what_fails_the_check(bench, tmp_path):
+    token, path = token_file(tmp_path)
+    port = lifecycle.free_port()
+    wire, procs = WireMaster(port), []
+    try:
+        w = worker(bench, port, "--cluster-token-file", path)
+        procs.append(w)
+        _, node = wire.recv("client_ready", timeout=60)
+        wire.send(node, msgpack.dumps(("ack", {"index": 0}, node)))
+        wire.recv("bench_join", timeout=30)
+        link = Channel(token, "run-1", "master", node)
+        challenge = msgpack.dumps(("bench_challenge", link.seal("bench_challenge", {}), node))
+        wire.send(node, challenge)
+        hello, _ = wire.recv("bench_hello", timeout=30)
+        said, why = link.open("bench_hello", hello)
+        assert why is None and said["token_fingerprint"] == fingerprint(token), why
+        assert said["allowed_targets"] == ["loopback"] and said["pid"] == w.pid
+        link.bind(said["nonce"])
+        abort = msgpack.dumps(("bench_abort", link.seal("bench_abort", {"step": 7}), node))
+        wire.send(node, abort)                      # passes (no step 7 runs: ignored)
+        wire.send(node, abort)                      # replayed
+        wire.send(node, challenge)                  # the handshake's frame, session gone
+        step = link.seal("bench_step", {"step": 1, "job": {"targets": [["127.0.0.1", 1]]}})
+        step["body"] = step["body"].replace('"127.0.0.1"', '"127.0.0.2"')
+        wire.send(node, msgpack.dumps(("bench_step", step, node)))  # altered in transit
+        time.sleep(1.0)
+        wire.send(node, msgpack.dumps(("quit", None, node)))
+        (_, err), = finish(bench, [w], timeout=30)
+    finally:
+        wire.close()
+        for p in procs:
+            bench.kill(p)
+    assert w.returncode == 0, err
+    assert "served 0 steps; dropped 3 messages from the master that failed the check " \
+        "(bad-mac: 1, other-session: 1, replayed: 1)" in err, err
+    assert "Traceback" not in err
 
 
 def test_a_worker_refuses_a_target_outside_its_list(bench, refserver, tmp_path):  # noqa: F811
