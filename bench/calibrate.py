@@ -15,11 +15,11 @@ import os
 import sys
 import tempfile
 
+from bench import machine
 from bench.analysis import recorder
 from bench.execute import lifecycle
 from bench.execute.load import run_load
 from bench.execute.resources import Sampler
-from bench.execute.step import cpu_layout
 from bench.plan import limits
 from bench.plan.job import for_step
 from bench.plan.scenarios import RATE_CONNECTIONS
@@ -54,15 +54,16 @@ def measure(server, work, cpus, rate, connections, duration, spin, workers=1):
 
 
 def driver_part(row):
+    """The driver's own share of a row's p50 (send lag + receive wait): not the server's."""
     return round(row["send_lag_p50_us"] + row["recv_wait_p50_us"], 1)
 
 
 def calibrate(pin=True, quick=False, log=print):
     """Return the calibration dict (floor, flatness, capacity, the steps that found it)."""
-    server_cpus, driver_cpus = cpu_layout(pin)
+    server_cpus, driver_cpus = machine.cpu_layout(pin)
     spin = driver_cpus is not None
     duration = 1.0 if quick else 2.0
-    limits.raise_nofile()  # the reference server holds 10,000 connections too
+    machine.raise_nofile()  # the reference server holds 10,000 connections too
     with tempfile.TemporaryDirectory(prefix="bench-calibrate-") as work:
         log_path = os.path.join(work, "refserver.log")
         argv = lambda port: [sys.executable, "-m", "bench.driver.refserver", str(port)]  # noqa: E731
@@ -99,6 +100,8 @@ def calibrate(pin=True, quick=False, log=print):
 
 
 def search_capacity(server, work, cpus, duration, spin, p50_low, log):
+    """The highest rate the driver sustains at 10 connections (the search the module
+    docstring describes), with every step it tried."""
     steps, best, rate, ceiling = [], None, START_RATE, math.inf
     limit_note = ""
     while MIN_RATE <= rate <= MAX_RATE:

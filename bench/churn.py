@@ -25,10 +25,10 @@ import time
 
 import numpy as np
 
+from bench import machine
 from bench.errors import UsageError
-from bench.execute import lifecycle
-from bench.execute.capacity import Workers, server_fds, server_rss_mb
-from bench.execute.step import cpu_layout
+from bench.execute import deployment, lifecycle
+from bench.execute.fleet import Workers
 from bench.plan import limits, registry
 from bench.plan.job import Job
 
@@ -89,14 +89,17 @@ def verdict(samples):
 
 
 def soak_one(variant, args, work, log):
-    server_cpus, driver_cpus = cpu_layout(True)
+    """Churn clients against ``variant`` (deployed as a run deploys it) for the soak's
+    duration: (result, samples of (t, server RSS, server fds, driver RSS))."""
+    server_cpus, driver_cpus = machine.cpu_layout(True)
     log_path = os.path.join(work, f"{variant.name}.log")
-    limits.raise_nofile()
+    machine.raise_nofile()
     samples = []
-    with lifecycle.serving(lambda port: variant.argv(port), log_path, cpus=server_cpus) as server:
-        job = Job(targets=((server.host, server.port),), connections=args.population,
+    with deployment.serving_variant(variant, log_path, cpus=server_cpus) as server:
+        job = Job(targets=tuple(tuple(t) for t in server.targets), connections=args.population,
                   warmup=0.0, duration=args.duration, kind="churn",
-                  source_addresses=limits.source_addresses(901),
+                  source_addresses=tuple(server.source_addresses) or
+                  limits.source_addresses(901), ca_file=server.ca_file or "",
                   cpus=tuple(driver_cpus or ()))
         workers = Workers(replace_connections(job), work, driver_cpus)
         try:
@@ -114,8 +117,8 @@ def soak_one(variant, args, work, log):
                         raise RuntimeError(f"driver {lifecycle.exit_description(proc.poll())}"
                                            f": {lifecycle.stderr_note(workers.log_path)}")
                     reply = json.loads(line)
-                samples.append((round(time.monotonic() - t0, 2), server_rss_mb(server.pid),
-                                server_fds(server.pid), workers.rss_mb()))
+                rss, _, fds = machine.tree_usage(server.pids)
+                samples.append((round(time.monotonic() - t0, 2), rss, fds, workers.rss_mb()))
                 if server.status():
                     raise RuntimeError(server.status())
             if reply is None:

@@ -26,9 +26,9 @@ import threading
 import time
 
 import numpy as np
-import psutil
 
-from bench.execute import lifecycle
+from bench import machine
+from bench.execute import deployment, lifecycle
 from bench.plan import registry
 from bench.errors import UsageError
 
@@ -67,22 +67,12 @@ def lazy_bytes_per_message():
     return sum(a.itemsize for a in arrays if not a.any())
 
 
-def usage(pid, tree=False):
-    """(RSS bytes, open FDs) of a process (and its children), or None when it is gone."""
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)] if tree else [root]
-        return (sum(p.memory_info().rss for p in procs), sum(p.num_fds() for p in procs))
-    except psutil.Error:
-        return None
-
-
 class Watch(threading.Thread):
     """Samples driver and server every ``interval`` seconds until stopped (bounded by it)."""
 
-    def __init__(self, server_pid, interval):
+    def __init__(self, server_pids, interval):
         super().__init__(name="soak-sampler", daemon=True)
-        self.server_pid, self.interval = server_pid, interval
+        self.server_pids, self.interval = server_pids, interval
         self.driver_pid, self.t0 = None, None
         self.rows = []
         self.stop = threading.Event()
@@ -94,10 +84,11 @@ class Watch(threading.Thread):
     def run(self):
         while not self.stop.is_set():
             now = time.monotonic_ns()
-            d, s = usage(self.driver_pid), usage(self.server_pid, tree=True)
-            if d and s:
-                self.rows.append(dict(t=(now - self.t0) / 1e9, driver_rss=d[0], driver_fds=d[1],
-                                      server_rss=s[0], server_fds=s[1]))
+            d, s = machine.tree_usage([self.driver_pid]), machine.tree_usage(self.server_pids)
+            if d[2] and s[2]:  # both still there (bytes of RSS, open descriptors)
+                self.rows.append(dict(t=(now - self.t0) / 1e9, driver_rss=d[0] * 2 ** 20,
+                                      driver_fds=d[2], server_rss=s[0] * 2 ** 20,
+                                      server_fds=s[2]))
             self.stop.wait(self.interval)
 
 
@@ -109,7 +100,6 @@ def soak(minutes=10.0, rate=1000.0, connections=20, variant="socketio-run-eventl
     from bench.execute.load import run_load
     from bench.analysis import stats
     from bench.analysis.recorder import latency_histogram
-    from bench.execute.step import cpu_layout
     from bench.plan.job import Job
 
     reg = registry.load()
@@ -119,13 +109,13 @@ def soak(minutes=10.0, rate=1000.0, connections=20, variant="socketio-run-eventl
         raise UsageError(f"variant {variant!r} is unavailable: {why}")
     duration = minutes * 60.0
     interval = min(5.0, max(1.0, duration / 24))
-    server_cpus, driver_cpus = cpu_layout(True)
+    server_cpus, driver_cpus = machine.cpu_layout(True)
     per_message = lazy_bytes_per_message()
     with tempfile.TemporaryDirectory(prefix="bench-soak-") as work:
         log_path = os.path.join(work, "server.log")
-        with lifecycle.serving(lambda port: v.argv(port), log_path, cpus=server_cpus) as server:
-            watch = Watch(server.pid, interval)
-            job = Job(targets=((server.host, server.port),), connections=connections,
+        with deployment.serving_variant(v, log_path, cpus=server_cpus) as server:
+            watch = Watch(server.pids, interval)
+            job = Job(targets=tuple(tuple(t) for t in server.targets), connections=connections,
                       rate=rate, warmup=WARMUP_S, duration=duration,
                       spin=driver_cpus is not None, cpus=tuple(driver_cpus or ()))
             log(f"soak: {variant} on port {server.port}, {rate:g} msg/s over {connections} "

@@ -144,6 +144,28 @@ def test_wss_through_nginx(bench, variants_file, tmp_path):
     assert os.path.exists(os.path.join(folder, "cert.pem"))
 
 
+def test_capacity_through_the_scale_out(bench, variants_file, tmp_path):
+    """Idle clients are spread over every server of a scale-out (over nginx with wss), as
+    each server's own sockets show; the servers take the run's knobs."""
+    import pandas as pd
+
+    r = bench.run("run", "--variants", "scaleout-redis,scaleout-redis-nginx", "--scenario",
+                  "capacity", "--max-connections", 24, "--duration", 1, "--repeats", 1,
+                  "--ping-interval", 1, "--ping-timeout", 1, "--tls", "--variants-file",
+                  variants_file, "--out", tmp_path, "--no-report", timeout=180)
+    assert r.returncode == 0, r.stderr[-2000:]
+    run_dir = bench.run_dirs(str(tmp_path))[0]
+    cap = pd.read_csv(os.path.join(run_dir, "capacity.csv")).set_index("variant")
+    for variant in ("scaleout-redis", "scaleout-redis-nginx"):
+        row = cap.loc[variant]
+        assert row["held"] == 24 and row["dropped"] == 0 and row["step_ok"], row["step_reason"]
+        assert row["servers"] == 2 and row["ping_interval_ms"] == 1000
+        per_server = [int(n) for n in row["clients_per_server"].split("/")]
+        assert len(per_server) == 2 and min(per_server) > 0, row["clients_per_server"]
+        assert row["probes"] > 0 and row["probes_lost"] == 0
+    assert sum(map(int, cap.loc["scaleout-redis", "clients_per_server"].split("/"))) == 24
+
+
 # ------------------------------------------------------------------------------- bad input
 
 def test_zero_servers_is_refused(bench, variants_file, tmp_path):

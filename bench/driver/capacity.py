@@ -30,7 +30,7 @@ import random
 import sys
 from collections import Counter
 
-from bench.driver import lean, protocol
+from bench.driver import lean, protocol, store
 
 mono = lean.mono
 IN_FLIGHT = 50              # handshakes at once per process
@@ -38,8 +38,7 @@ PROBES = 10                 # connections 0 … 9 carry the probe echoes
 PROBE_RATE = 50.0           # probe echoes per second, all processes together
 RETRY_S = 0.25              # reconnect: pause between attempts (± 50 %)
 CONNECT_ATTEMPTS = 3        # capacity: a connect that fails is tried again, twice
-OK, TIMEOUT, DISCONNECT, ERROR, UNSENT = lean.OK, lean.TIMEOUT, lean.DISCONNECT, lean.ERROR, \
-    lean.UNSENT
+OK, UNSENT = store.OK, store.UNSENT
 
 
 def short(exc):
@@ -53,7 +52,7 @@ class Fleet:
     def __init__(self, job):
         self.job = job
         self.conns = {}
-        self.idle = lean.Messages(1)
+        self.idle = store.Messages(1)
         self.ping_ms = None
         self.sids = {}
 
@@ -62,7 +61,8 @@ class Fleet:
 
     async def open(self, i, timeout, messages=None):
         c = await lean.connect(self.url(i), i, messages or self.idle, timeout,
-                               source=lean.source_for(self.job, i))
+                               source=lean.source_for(self.job, i),
+                               ssl_context=lean.ssl_for(self.job))
         c.connected_ns = mono()
         c.last_ping_ns = c.connected_ns
         if self.ping_ms is None:
@@ -115,7 +115,7 @@ class Fleet:
         mine = self.probe_set()
         period = PROBES / PROBE_RATE  # seconds between two probes of one connection
         n_each = max(1, int(seconds / period))
-        m = lean.Messages(n_each * max(1, len(mine)) + 1)
+        m = store.Messages(n_each * max(1, len(mine)) + 1)
         m.deadline_ns = int(self.job.deadline * 1e9)
         originals = {i: self.conns[i] for i in mine}
         for c in originals.values():
@@ -133,14 +133,14 @@ class Fleet:
             m.used += 1
             m.conn[k], m.intended[k] = p, at
             if c.alive and self.conns.get(p) is c:
-                lean._send(c, m, k, body, mono())
+                lean.send_recorded(c, m, k, body, mono())
             else:
-                m.outcome[k] = ERROR
+                store.lost(m, k)
         probing = list(originals.values())
         last = int(m.intended[:m.used].max()) if m.used else mono()
         await lean.wait_for_replies(lambda: any(c.outstanding > 0 and c.alive for c in probing),
                                     last + m.deadline_ns, False)
-        lean.settle(m, probing)
+        store.settle(m, store.liveness(probing))
         for c in probing:
             c.outstanding = 0
         return {k: v.tolist() for k, v in m.trimmed().items()}
@@ -167,7 +167,7 @@ class Fleet:
         echo each (bounded by ``seconds``); when each came back, on the one clock."""
         end = mono() + int(seconds * 1e9)
         back, tasks = {}, {}
-        m = lean.Messages(len(self.job.conns) * 4 + 8)
+        m = store.Messages(len(self.job.conns) * 4 + 8)
         m.deadline_ns = int(self.job.deadline * 1e9)
         gate = asyncio.Semaphore(IN_FLIGHT)
         body = protocol.event_body("echo", lean.payload(64))
@@ -193,7 +193,7 @@ class Fleet:
                     m.used += 1
                     now = mono()
                     m.conn[k], m.intended[k] = i, now
-                    lean._send(c, m, k, body, now)
+                    lean.send_recorded(c, m, k, body, now)
                     await lean.wait_for_replies(lambda: m.outcome[k] == UNSENT and c.alive,
                                                 now + m.deadline_ns, False)
                     if m.outcome[k] == OK:

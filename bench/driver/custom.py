@@ -273,6 +273,6 @@ async def run_custom(job, t0_source, sink):
     else:
         await lean.closed_loop(conns, m, None, t0, t0 + job.window_ns, m.conn.shape[0],
                                job.spin)
-    await lean._settle_and_close(m, conns, job)
+    await lean.settle_and_close(m, conns, job)
     m.counters["replies"] = tally.as_dict()  # the done line carries it
     return m

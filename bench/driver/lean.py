@@ -26,12 +26,12 @@ import time
 
 import numpy as np
 
-from bench.driver import protocol
-from bench.plan.job import Job, Outcome
-from bench.plan.limits import raise_nofile
-
-OK, TIMEOUT, DISCONNECT, ERROR, UNSENT = (int(o) for o in (
-    Outcome.OK, Outcome.TIMEOUT, Outcome.DISCONNECT, Outcome.ERROR, Outcome.UNSENT))
+from bench.driver import protocol, store
+# The store's names, also read through this module by the drivers built on it:
+from bench.driver.store import (DISCONNECT, ERROR, OK, TIMEOUT, UNSENT,  # noqa: F401
+                                Messages, record_reply)
+from bench.machine import raise_nofile
+from bench.plan.job import Job
 
 mono = time.monotonic_ns
 SELECT_LIMIT = 900  # select() cannot watch descriptors above 1024: epoll beyond this
@@ -68,40 +68,13 @@ class TimedSelector:
 SELECTOR = None  # the running loop's TimedSelector (one loop per driver process)
 
 
-def record_reply(m, k, now):
-    """Record the reply to message ``k``; True when it counted. Only a message that was sent
-    and is still waiting counts (a stray or repeated id must not invent a reply); past its
-    deadline it is a timeout, its time kept in ``received``."""
-    if 0 <= k < m.used and m.outcome[k] == UNSENT and m.sent[k] > 0:
-        m.received[k] = now
-        m.recv_wait[k] = now - SELECTOR.woke_ns if SELECTOR else 0
-        m.outcome[k] = OK if now - m.intended[k] <= m.deadline_ns else TIMEOUT
-        return True
-    return False
+def woke_ns():
+    """When this process's loop last woke with work (None outside a lean driver loop): a
+    reply's receive wait is measured from it."""
+    return SELECTOR.woke_ns if SELECTOR else None
+
+
 ACK_HEAD = 32  # "43" / "461-" plus an ack id of up to 20 digits fits
-
-
-class Messages:
-    """Per-message arrays for one worker, indexed by message number (= ack id)."""
-
-    def __init__(self, capacity, extras=()):
-        self.extras = {name: np.zeros(capacity, dtype=np.int64) for name in extras}
-        self.conn = np.full(capacity, -1, dtype=np.int32)
-        self.intended = np.zeros(capacity, dtype=np.int64)
-        self.sent = np.zeros(capacity, dtype=np.int64)
-        self.received = np.zeros(capacity, dtype=np.int64)
-        self.outcome = np.zeros(capacity, dtype=np.int8)
-        self.recv_wait = np.zeros(capacity, dtype=np.int64)
-        self.deadline_ns = 1 << 62
-        self.used = 0
-        self.counters = {}  # figures beyond the arrays, for the done line (custom.py: replies)
-
-    def trimmed(self):
-        n = self.used
-        return dict(conn=self.conn[:n], intended=self.intended[:n], sent=self.sent[:n],
-                    received=self.received[:n], outcome=self.outcome[:n],
-                    recv_wait=self.recv_wait[:n],
-                    **{name: a[:n] for name, a in self.extras.items()})
 
 
 def _listener_class():
@@ -177,7 +150,7 @@ def _listener_class():
                 transport.disconnect()
 
         def _acked(self, k, now):
-            if k is not None and record_reply(self.messages, k, now):
+            if k is not None and record_reply(self.messages, k, now, woke_ns()):
                 self.outstanding -= 1
                 if self.on_ack is not None:
                     self.on_ack(self, now)
@@ -279,7 +252,8 @@ async def connect(url, index, messages, timeout, stamps=None, source=None, ssl_c
     return conn
 
 
-def _send(conn, m, k, body, now):
+def send_recorded(conn, m, k, body, now):
+    """Send message ``k`` on ``conn`` now, its send time recorded and it counted as waiting."""
     m.sent[k] = now
     conn.outstanding += 1
     conn.send_message(k, body)
@@ -371,7 +345,7 @@ async def closed_loop(conns, m, body, t0, end_ns, capacity, spin):
         m.used += 1
         m.conn[k] = conn.index
         m.intended[k] = now
-        _send(conn, m, k, body, now)
+        send_recorded(conn, m, k, body, now)
 
     for conn in conns:
         conn.on_ack, conn.on_disconnect = next_message, retire
@@ -399,10 +373,10 @@ async def open_loop(conns, m, schedule, body, spin):
             m.conn[k] = c.index
             m.intended[k] = ks_time[i]
             if c.alive:
-                _send(c, m, k, body, now)
+                send_recorded(c, m, k, body, now)
                 now = mono()
             else:  # its connection is gone (server, proxy or network died): lost to it
-                m.outcome[k] = DISCONNECT
+                store.lost(m, k)
             i += 1
         if i < n:
             await wait_until(ks_time[i], spin)
@@ -458,7 +432,7 @@ async def run_job(job, t0_source, sink):
         await open_loop(conns, m, open_schedule(job, t0), body, job.spin)
     else:
         await closed_loop(conns, m, body, t0, end_ns, m.conn.shape[0], job.spin)
-    await _settle_and_close(m, conns + ([blocker] if blocker else []), job)
+    await settle_and_close(m, conns + ([blocker] if blocker else []), job)
     if background:
         background.cancel()
     return m
@@ -478,13 +452,14 @@ async def block_calls(conn, spec, t0, end_ns):
         at += interval
 
 
-async def _settle_and_close(m, conns, job):
-    """Wait for outstanding replies until the last message's deadline, then count the rest."""
+async def settle_and_close(m, conns, job):
+    """Wait for outstanding replies until the last message's deadline, then end the rest by
+    the one settle rule (bench/driver/store.py) and close every connection."""
     last_intended = int(m.intended[:m.used].max()) if m.used else mono()
     until = max(mono(), last_intended + m.deadline_ns)
     await wait_for_replies(lambda: any(c.outstanding > 0 and c.alive for c in conns), until,
                            job.spin)
-    settle(m, conns)
+    store.settle(m, store.liveness(conns))
     for c in conns:
         c.close()
     await asyncio.sleep(0)
@@ -520,7 +495,7 @@ async def run_fanout(job, t0_source, sink):
     for c in conns:  # join, each acked, before the clock starts
         k = sender_msgs.used
         sender_msgs.used += 1
-        _send(c, sender_msgs, k, protocol.event_body("join", {"room": room}), mono())
+        send_recorded(c, sender_msgs, k, protocol.event_body("join", {"room": room}), mono())
     await wait_for_replies(lambda: any(c.outstanding for c in conns),
                            mono() + int(job.deadline * 1e9) + width * 10_000_000, False)
     if any(c.outstanding for c in conns):
@@ -531,7 +506,7 @@ async def run_fanout(job, t0_source, sink):
     def delivered(conn, packet, now):
         trigger = protocol.parse_trigger_id(packet)
         if trigger is not None and 0 <= trigger < n_triggers:
-            record_reply(m, trigger * width + slot[conn.index], now)
+            record_reply(m, trigger * width + slot[conn.index], now, woke_ns())
 
     for c in conns:
         c.on_event = delivered
@@ -550,10 +525,7 @@ async def run_fanout(job, t0_source, sink):
                     "broadcast", {"room": room, "id": trigger, "p": pad}))
     until = (int(times[-1]) if n_triggers else mono()) + m.deadline_ns
     await wait_for_replies(lambda: np.any(m.outcome[:m.used] == UNSENT), until, job.spin)
-    alive = {c.index: c.alive for c in conns}
-    missing = np.nonzero(m.outcome[:m.used] == UNSENT)[0]
-    for k in missing:
-        m.outcome[k] = TIMEOUT if alive[int(m.conn[k])] else DISCONNECT
+    store.settle(m, store.liveness(conns))  # every delivery was due: sent at its trigger
     for c in [*conns, *([sender] if sender else [])]:
         c.close()
     await asyncio.sleep(0)
@@ -598,18 +570,6 @@ async def run_connect(job, t0_source, sink):
         t.cancel()
     m.outcome[:m.used][m.outcome[:m.used] == UNSENT] = TIMEOUT
     return m
-
-
-def settle(m, conns):
-    """Every sent message without an ack becomes a timeout (connection alive) or a
-    disconnect (connection lost): counted, never dropped."""
-    alive = {c.index: c.alive for c in conns}
-    n = m.used
-    pending = np.nonzero((m.outcome[:n] == UNSENT) & (m.sent[:n] > 0))[0]
-    for k in pending:
-        m.outcome[k] = TIMEOUT if alive.get(int(m.conn[k]), False) else DISCONNECT
-    unsent = (m.outcome[:n] == UNSENT) & (m.sent[:n] == 0)
-    m.outcome[:n][unsent] = ERROR
 
 
 def payload(nbytes):

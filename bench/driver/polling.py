@@ -15,8 +15,9 @@ import time
 import numpy as np
 import socketio
 
-from bench.driver.lean import (DISCONNECT, ERROR, TIMEOUT, UNSENT, Messages, open_schedule,
-                               payload, record_reply)
+from bench.driver import store
+from bench.driver.lean import open_schedule, payload
+from bench.driver.store import TIMEOUT, UNSENT, Messages, record_reply
 from bench.plan.job import Job
 
 mono = time.monotonic_ns
@@ -30,6 +31,7 @@ def _client(job, i):
 
 
 def run_job(job, read_t0):
+    """Connect, announce ``ready``, run the open or closed loop from t0, settle: the arrays."""
     m = Messages(job.max_messages)
     m.deadline_ns = int(job.deadline * 1e9)
     clients = {i: _client(job, i) for i in job.conns}
@@ -57,7 +59,7 @@ def run_job(job, read_t0):
             m.conn[k], m.intended[k] = conn_of[i], times[i]
             c = clients[int(conn_of[i])]
             if not c.connected:
-                m.outcome[k] = ERROR
+                store.lost(m, k)
                 continue
             m.sent[k] = mono()
             c.emit("echo", data, callback=lambda *a, k=k: acked(k, *a))
@@ -88,10 +90,7 @@ def run_job(job, read_t0):
     n = m.used
     while mono() < deadline and np.any((m.outcome[:n] == UNSENT) & (m.sent[:n] > 0)):
         time.sleep(0.01)
-    alive = {i: c.connected for i, c in clients.items()}
-    for k in np.nonzero((m.outcome[:n] == UNSENT) & (m.sent[:n] > 0))[0]:
-        m.outcome[k] = TIMEOUT if alive[int(m.conn[k])] else DISCONNECT
-    m.outcome[:n][m.outcome[:n] == UNSENT] = ERROR
+    store.settle(m, {i: c.connected for i, c in clients.items()})
     for c in [*clients.values(), *([blocker] if blocker else [])]:
         try:
             c.disconnect()
@@ -113,6 +112,7 @@ def block_calls(client, spec, t0, end_ns):
 
 
 def main(argv=None):
+    """The polling driver process: job file in, arrays saved, ``done`` printed."""
     argv = sys.argv[1:] if argv is None else argv
     job = Job.load(argv[0])
     if job.cpus:

@@ -15,11 +15,11 @@ import time
 
 import numpy as np
 
-from bench import ROOT
+from bench import paths
 from bench.execute import lifecycle
-from bench.execute.load import DriverError, _readline
+from bench.execute.load import DriverError, read_line
 
-EMITTER = os.path.join(ROOT, "bench", "driver", "emitter.py")
+EMITTER = os.path.join(paths.PACKAGE, "driver", "emitter.py")
 
 
 def python_for(variant):
@@ -42,7 +42,7 @@ class Emitter:
         """Wait (bounded) for ``done``; put the emitter's send times into ``arrays``; return
         a note ("" when every publish went out)."""
         try:
-            line = _readline(self.proc, time.monotonic() + self.budget, self.log_path,
+            line = read_line(self.proc, time.monotonic() + self.budget, self.log_path,
                              self.offset, "while emitting")
         except DriverError as exc:
             return f"emitter failed: {str(exc).replace('driver ', '', 1)}"
@@ -73,7 +73,7 @@ def emitting(variant, deployment, step, room, workdir, cpus):
     proc = lifecycle.spawn([python_for(variant), EMITTER, job_path],
                            log_path, cpus=cpus, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     try:
-        line = _readline(proc, time.monotonic() + step.deadline + 15, log_path, offset,
+        line = read_line(proc, time.monotonic() + step.deadline + 15, log_path, offset,
                          "while connecting to the queue")
         if line != "ready":
             raise DriverError(f"emitter said {line[:80]!r} instead of ready")

@@ -175,13 +175,15 @@ def _listeners(pid):
 
 
 class Server:
-    """A spawned server: its process, port and log."""
+    """A spawned server: its process, port and log, and how it was started (so that it can
+    be started again on the same port)."""
 
     host = HOST
 
-    def __init__(self, proc, port, log_path, log_offset=0):
+    def __init__(self, proc, port, log_path, log_offset=0, argv=None, cpus=None, env=None):
         self.proc, self.port, self.log_path = proc, port, log_path
         self.log_offset = log_offset
+        self.argv, self.cpus, self.env = argv, cpus, env
 
     @property
     def pid(self):
@@ -228,6 +230,12 @@ class Server:
             time.sleep(0.05)
         return "" if port_is_free(self.port) else f"port {self.port} still bound after stop"
 
+    def respawn(self):
+        """Start the same command again on the same port, after :meth:`stop` (a restart
+        under its clients); the caller waits for it with :meth:`wait_ready`."""
+        self.log_offset = os.path.getsize(self.log_path) if os.path.exists(self.log_path) else 0
+        self.proc = spawn(self.argv, self.log_path, cpus=self.cpus, env=self.env)
+
 
 @contextlib.contextmanager
 def serving(make_argv, log_path, cpus=None, ready_timeout=None, attempts=3, env=None):
@@ -243,7 +251,8 @@ def serving(make_argv, log_path, cpus=None, ready_timeout=None, attempts=3, env=
         port = free_port()
         argv = make_argv(port)
         offset = os.path.getsize(log_path) if os.path.exists(log_path) else 0
-        server = Server(spawn(argv, log_path, cpus=cpus, env=env), port, log_path, offset)
+        server = Server(spawn(argv, log_path, cpus=cpus, env=env), port, log_path, offset,
+                        argv, cpus, env)
         try:
             server.wait_ready(timeout)
         except NotReady as exc:

@@ -56,7 +56,7 @@ def _exit_text(proc):
     return lifecycle.exit_description(code)
 
 
-def _readline(proc, deadline, log_path, offset, what):
+def read_line(proc, deadline, log_path, offset, what):
     """One line from a worker's stdout before the deadline, else DriverError."""
     while True:
         remaining = deadline - time.monotonic()
@@ -119,7 +119,7 @@ def run_load(job, workdir, workers=1, client="lean", on_start=None, start_at=Non
         # handshakes go CONNECTS_IN_FLIGHT at a time: thousands take seconds
         connect_deadline = time.monotonic() + job.deadline + 15 + job.connections / 250
         for p in procs:
-            line = _readline(p, connect_deadline, log_path, offset, "while connecting")
+            line = read_line(p, connect_deadline, log_path, offset, "while connecting")
             if line != "ready":
                 raise DriverError(f"driver said {line[:80]!r} instead of ready: "
                                   f"{lifecycle.stderr_note(log_path, offset)}")
@@ -132,7 +132,7 @@ def run_load(job, workdir, workers=1, client="lean", on_start=None, start_at=Non
         end = time.monotonic() + wall_budget
         shares, replies = [], []
         for p in procs:
-            line = _readline(p, end, log_path, offset, "while measuring")
+            line = read_line(p, end, log_path, offset, "while measuring")
             word, _, stats = line.partition(" ")
             if word != "done":
                 raise DriverError(f"driver said {line[:80]!r} instead of done: "

@@ -6,8 +6,9 @@ the run goes on. The server is stopped in the lifecycle's ``finally`` whatever h
 import contextlib
 import os
 import re
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
+from bench import machine
 from bench.analysis import recorder
 from bench.execute import capacity, lifecycle, profiler
 from bench.execute import deployment as deploy
@@ -15,28 +16,9 @@ from bench.execute.emitting import emitting
 from bench.execute.load import DriverError, run_load
 from bench.execute.resources import Sampler
 from bench.execute.verify import handler_exception, verify, verify_deployment
-from bench.output import results
+from bench.machine import cpu_layout
 from bench.plan import limits
 from bench.plan.job import for_step
-
-
-@dataclass(frozen=True)
-class Target:
-    """A server the harness did not spawn (``--target``): no pid to sample, nothing to stop."""
-    host: str
-    port: int
-    pid: None = None
-
-    def status(self):
-        return ""
-
-
-def cpu_layout(pin):
-    """(server cpus, driver cpus): separate cores when pinning and ≥ 2 cores, else None."""
-    cpus = sorted(os.sched_getaffinity(0))
-    if not pin or len(cpus) < 2:
-        return None, None
-    return [cpus[0]], cpus[1:]
 
 
 class StepRunner:
@@ -51,12 +33,14 @@ class StepRunner:
         self.profiles = profiler.Collected(lambda: self.folder.run_dir)
 
     def run(self, step, part=0):
-        """The step's summary rows (failures are rows too) and its resource rows."""
-        if step.kind in capacity.KINDS:  # thousands of idle clients, a restarted server
-            return capacity.run(self, step)
+        """The step's summary rows (failures are rows too) and its resource rows. Every
+        scenario's server is started here, through the deployment layer: knobs,
+        ``--server-nodelay`` and scale-out topologies reach every kind of step."""
         if self.target:
-            server = Target(*self.target)
-            return self.verified(step, server, None, 0, part)
+            if step.kind == "reconnect":
+                return [recorder.failed_row(step, "", "reconnect restarts the server: it needs "
+                                            "a variant the harness spawns, not --target")], []
+            return self.dispatch(step, deploy.Target(*self.target), None, 0, part)
         variant = self.registry.variants[step.variant]
         servers = deploy.server_count(variant, self.options)
         if servers:  # scale-out columns
@@ -69,18 +53,27 @@ class StepRunner:
             return [recorder.failed_row(step, "", "emit needs a message queue: it runs on "
                                         "scale-out variants only (scaleout-redis, "
                                         "scaleout-redis-nginx)")], []
+        if step.kind in capacity.KINDS:
+            machine.raise_nofile()  # the servers inherit it: one process holds every client
         log_path = os.path.join(self.folder.run_dir, "logs", f"{step.variant}.log")
         with open(log_path, "a") as log:
             log.write(f"\n=== step {step.index}: {step.scenario} {step.load_point} "
-                      f"repeat {step.repeat} ({results.utc_now().isoformat()})\n")
+                      f"repeat {step.repeat} ({machine.utc_now().isoformat()})\n")
         offset = os.path.getsize(log_path)
         env = dict(os.environ, BENCH_SERVER_NODELAY="1") if step.server_nodelay else None
         try:
             with deploy.serving_variant(variant, log_path, self.server_cpus,
                                         dict(self.options, app=self.app), env=env) as server:
-                return self.verified(step, server, log_path, offset, part)
+                return self.dispatch(step, server, log_path, offset, part)
         except lifecycle.NotReady as exc:
             return [recorder.failed_row(step, "", f"not ready: {exc}")], []
+
+    def dispatch(self, step, server, log_path, offset, part):
+        """Measure ``step`` against a started ``server``: capacity and reconnect hold
+        thousands of idle clients (their own driver), every other kind one load."""
+        if step.kind in capacity.KINDS:
+            return capacity.measure(self, step, server, log_path, offset)
+        return self.verified(step, server, log_path, offset, part)
 
     def traffic(self, step):
         """The user's traffic for this step (None without --scenario-file); in the payload
@@ -91,6 +84,7 @@ class StepRunner:
         return traffic
 
     def verified(self, step, server, log_path, offset, part):
+        """Verify one round trip and the transport (a failed row says why), then measure."""
         traffic = self.traffic(step)
         if traffic:  # the user's own events, at the entry point the driver uses
             verdict = verify(server.host, server.port, timeout=step.deadline,

@@ -6,7 +6,7 @@ its share of connections (``conns``) out of ``total_conns``.
 """
 import enum
 import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 
 
 class Outcome(enum.IntEnum):
@@ -46,7 +46,6 @@ class Job:
     cpus: tuple = ()
     conns: tuple = ()                   # this process's connection indices
     out: str = ""                       # where this process writes its arrays
-    extra: dict = field(default_factory=dict)
     traffic: dict | None = None         # the user's own events (bench/plan/traffic.py)
 
     @property

@@ -8,24 +8,13 @@ sockets are spread over several 127.0.0.x source addresses, so the ephemeral por
 connection (server ≈ 60 KB measured on socketio-run-gevent, plus the driver's side).
 """
 import os
-import resource
+
+from bench.machine import nofile_hard_limit
 
 FD_MARGIN = 256                 # listening sockets, logs, pipes, the interpreter's own files
 PER_CONNECTION_KB = 150
 SOURCE_ADDRESSES = 8            # clients bind to 127.0.0.1 … 127.0.0.8 before connecting
 PER_DRIVER_PROCESS = 2500       # connections per driver process (epoll; fd limit per process)
-
-
-def raise_nofile():
-    """Raise this process's soft open-file limit to its hard limit; return the limit."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != resource.RLIM_INFINITY and soft < hard:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        except (ValueError, OSError):
-            return soft
-        return hard
-    return soft if hard == resource.RLIM_INFINITY else hard
 
 
 def ephemeral_ports():
@@ -50,9 +39,9 @@ def available_kb():
 
 def connection_limit():
     """(most connections one step may hold here, what sets that limit)."""
-    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    hard = nofile_hard_limit()
     limits = []
-    if hard != resource.RLIM_INFINITY:
+    if hard is not None:
         limits.append((hard - FD_MARGIN, f"the open-file hard limit ({hard}) of the one "
                                          "server process that holds them"))
     limits.append((ephemeral_ports() * SOURCE_ADDRESSES - FD_MARGIN,

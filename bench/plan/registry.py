@@ -105,8 +105,6 @@ class Variant:
         unmet = environments.missing_needs(self.needs)
         if unmet:
             return "unavailable", f"{unmet[0]}: {unmet[1]}"
-        if self.topology and importlib.util.find_spec("bench.execute.deployment") is None:
-            return "unavailable", "scale-out deployments are not built into this harness yet"
         env = self.environment_spec
         st, why = environments.state(env)
         if st != "ready":
@@ -128,14 +126,6 @@ class Variant:
         if st == "buildable":
             return f"environment {self.environment!r} is not built yet ({why})"
         return why
-
-
-def python_for(environment, path=DEFAULT_PATH):
-    """The interpreter of a declared environment (built or not; see environments.ensure)."""
-    reg = load(path)
-    if environment not in reg.environments:
-        raise UsageError(f"unknown environment {environment!r}")
-    return environments.python(reg.environment(environment))
 
 
 @dataclass(frozen=True)
