@@ -1,9 +1,10 @@
 """Hygiene: the contract's names are there, every process goes through the one owner of
-processes, nothing listens beyond loopback, results stay out of git, and entry points fail
-fast with a message instead of hanging."""
+processes, nothing listens beyond loopback, results stay out of git, entry points fail
+fast with a message instead of hanging, and the code cites only what is in the repository."""
 import ast
 import glob
 import os
+import re
 import subprocess
 import sys
 
@@ -38,6 +39,48 @@ def calls(path):
 
 def rel(path):
     return os.path.relpath(path, ROOT)
+
+
+TEXT_SUFFIXES = (".py", ".j2", ".toml", ".ini", ".txt", ".md", ".js", ".json", ".cfg")
+VENDORED = ("node_modules", "__pycache__")
+# Written so that they do not match their own source text:
+ISSUE_NUMBER = re.compile(r"(?<![\w&/])#[0-9]{1,2}\b|\b[Ii]ssues? #?[0-9]+\b")
+OUTSIDE_FILE = re.compile(r"(?<!docs/)\bDESIGN[.]md|[.][.]/shared\b|/" + "work/")
+
+
+def repository_text_files():
+    """Every text file the project keeps under bench/, servers/ and tests/ (vendored
+    dependencies and caches left out)."""
+    for top in ("bench", "servers", "tests"):
+        for folder, dirs, files in os.walk(os.path.join(ROOT, top)):
+            dirs[:] = [d for d in dirs if d not in VENDORED]
+            for name in files:
+                if name.endswith(TEXT_SUFFIXES):
+                    yield os.path.join(folder, name)
+
+
+def test_no_issue_numbers_and_no_files_outside_the_repository_are_cited():
+    """An issue number means nothing to a maintainer and a file outside the repository is
+    not there for them: the contract the code cites is docs/DESIGN.md."""
+    offenders = []
+    for path in repository_text_files():
+        for lineno, line in enumerate(open(path, errors="replace"), 1):
+            for pattern in (ISSUE_NUMBER, OUTSIDE_FILE):
+                match = pattern.search(line)
+                if match:
+                    offenders.append(f"{rel(path)}:{lineno}: {match.group(0)!r}")
+    assert os.path.isfile(os.path.join(ROOT, "docs/DESIGN.md"))
+    assert offenders == [], "\n".join(offenders)
+
+
+def test_the_citation_checks_catch_what_they_look_for():
+    for text in ("knobs (#" "13)", "Issue " "15 against", "issue " "11 A", "issues " "3"):
+        assert ISSUE_NUMBER.search(text), text
+    for text in ("colour '#999'", "#332288", "PKCS#8", "a page/#1", "item 12"):
+        assert not ISSUE_NUMBER.search(text), text
+    for text in ("the contract in DESIGN" ".md", "see ../" "shared/x", "/" + "work/shared"):
+        assert OUTSIDE_FILE.search(text), text
+    assert not OUTSIDE_FILE.search("the contract in docs/DESIGN.md")
 
 
 def test_sources_were_found():
