@@ -68,7 +68,7 @@ def build_parser():
                     help=f"one of {', '.join(SCENARIOS)} (repeatable; default echo, rate)")
     rp.add_argument("--connections", type=whole, help="connections (echo: 1, rate: 10)")
     rp.add_argument("--rate", type=positive_float, help="rate scenario: total msg/s (400)")
-    rp.add_argument("--duration", type=positive_float, help="measured seconds per step (2)")
+    rp.add_argument("--duration", type=positive_float, help="measured seconds per step (2.5)")
     rp.add_argument("--warmup", type=positive_float, help="warm-up seconds per step (1)")
     rp.add_argument("--repeats", type=whole, help="repeats of every step (3)")
     rp.add_argument("--payload", type=whole, help="echo argument size in bytes (64)")
