@@ -424,38 +424,11 @@ def parse_target(url, allow_remote):
 
 
 def print_table(rows):
-    """Aggregate view: one line per scenario, load point, variant and client, repeats merged.
-    A percentile too few samples could carry prints "-"; one written as the deadline "*"."""
-    from bench.analysis.aggregate import aggregate
+    """Aggregate view: one line per scenario, load point, variant and client, repeats merged,
+    columns as wide as their content (bench.output.terminal)."""
+    from bench.output import terminal
 
-    def ms(r, key):
-        v = r[key]
-        if v != v:
-            return f"{'-':>8s}"
-        return f"{v / 1000:7.3f}" + ("*" if key[:-3] in str(r.get("censored", "")).split(",")
-                                     else " ")
-
-    agg = sorted(aggregate(rows), key=lambda r: (r["scenario"], r["load_point"],
-                                                 r.get("recipient") or "",
-                                                 r["p50_us"] if r["p50_us"] == r["p50_us"]
-                                                 else 1e18))
-    header = f"{'scenario':8s} {'load point':30s} {'variant':24s} {'client/transport':22s} " \
-             f"{'p50 ms':>8s} {'p99 ms':>8s} {'driver':>6s} {'ok/attempted':>15s} valid"
-    print(header)
-    print("-" * len(header))
-    for r in agg:
-        flag = "yes" if r["valid"] else ("DRIVER-BOUND" if r["driver_bound"] else "no")
-        flag += " noisy" if r.get("noisy") else ""
-        point = r["load_point"] + (f" [{r['recipient']}]" if r.get("recipient") else "")
-        point += " [nodelay]" * bool(r.get("server_nodelay")) + " [py-spy]" * bool(r.get("profiled"))
-        via = f"{r.get('client') or '-'}/{r['transport'] or 'failed'}"
-        share = r.get("driver_share", float("nan"))
-        share = f"{100 * share:5.0f}%" if share == share else f"{'-':>6s}"
-        print(f"{r['scenario']:8s} {point[:30]:30s} {r['variant']:24s} {via[:22]:22s} "
-              f"{ms(r, 'p50_us')} {ms(r, 'p99_us')} {share} "
-              f"{r['ok']:>7d}/{r['attempted']:<7d} {flag}")
-    print("(* = written as the deadline: more than 1 − q of the messages timed out; "
-          "driver = the driver's share of p50)")
+    print("\n".join(terminal.lines(rows)))
 
 
 def finite(value):
@@ -487,16 +460,17 @@ def cmd_report(args):
     from bench.output import report
     if not os.path.isfile(os.path.join(args.run_dir, "summary.csv")):
         raise UsageError(f"{args.run_dir} is not a results folder (no summary.csv)")
-    report.build(args.run_dir)
-    print(f"report: {os.path.join(args.run_dir, 'report.md')}")
+    missing = report.build(args.run_dir)
+    print(f"report: {os.path.join(args.run_dir, 'report.html')} and report.md"
+          + (f" ({missing})" if missing else ", first screen in report.png"))
     return 0
 
 
 def cmd_compare(args):
-    from bench.analysis import compare
+    from bench.output import comparison
     if not 0 < args.threshold < 10:
         raise UsageError(f"--threshold must be in (0, 10), got {args.threshold:g}")
-    return compare.run(args.base, args.new, threshold=args.threshold, force=args.force)
+    return comparison.run(args.base, args.new, threshold=args.threshold, force=args.force)
 
 
 def cmd_envs(args):

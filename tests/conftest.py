@@ -31,7 +31,7 @@ HARNESS_PARTS = ("servers/launch.py", "servers/userapp.py", "bench.driver.lean",
                  "bench.distributed.engine", "bench worker", "py-spy",
                  "gunicorn", "uvicorn", "uwsgi", "servers.wsgi", "servers.asgi_app",
                  "bench/driver/emitter.py", "redis-server", "valkey-server", "nginx",
-                 "bench.driver.capacity", "bench.churn", "reference_server/server.js")
+                 "bench.driver.capacity", "bench.churn", "reference_server/server.js", "chromium")
 TOKEN_VAR = "BENCH_TEST_SESSION"
 TOKEN = os.environ.setdefault(TOKEN_VAR, uuid.uuid4().hex)
 GRACE_S = 5.0

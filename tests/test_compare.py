@@ -1,7 +1,7 @@
 """compare on real runs: a run against itself is no regression; a server really slowed down
 (busy loops sharing its core) is one, shown by intervals over 4 repeats (log-t) that do not
 overlap; too few repeats is "no difference (cannot tell)", never a regression; incomparable runs
-and bad folders are refused."""
+and bad folders are refused; compare.md and compare.html list regressions first."""
 import json
 import re
 import os
@@ -14,6 +14,7 @@ import pytest
 
 from bench.analysis import compare, reader
 from bench.errors import UsageError
+from bench.output import comparison
 
 # 3 s at 400 msg/s: 1,200 messages a repeat, enough for each repeat's p99 (min-count rule), so
 # both p50 and p99 get an interval over the 4 repeats (log-t).
@@ -69,7 +70,7 @@ def aggregate(run_dir):
 
 def test_a_run_against_itself_is_no_regression(runs):
     base, _ = runs
-    assert compare.run(base, base) == 0
+    assert comparison.run(base, base) == 0
     with open(os.path.join(base, "compare.md")) as f:
         text = f.read()
     assert "**0 regression(s)**" in text
@@ -87,11 +88,10 @@ def test_a_real_slowdown_is_a_regression(runs):
         # The harness flagged foreign load or steal during BASE (other jobs on this shared
         # machine): its spread then swamps the hogs' effect and "no difference" is the right
         # answer, so there is nothing to show here. A quiet machine (CI) runs the check.
-        assert compare.run(base, new) in (0, 1)
         pytest.skip(f"BASE was measured on a noisy machine (load average {b['load_avg']}): "
                     "a slowdown cannot be shown against it")
     assert n["p99_us"] > b["p99_us"], "the CPU hogs did not slow the server: experiment broken"
-    status = compare.run(base, new)
+    status = comparison.run(base, new)
     with open(os.path.join(new, "compare.md")) as f:
         text = f.read()
     assert status == 1, text
@@ -117,7 +117,7 @@ def test_too_few_repeats_cannot_tell(runs, tmp_path):
         s = s[~s["repeat"].isin(["3", "4"])]
         s.to_csv(copy / "summary.csv", index=False)
         copies.append(str(copy))
-    assert compare.run(*copies) == 0
+    assert comparison.run(*copies) == 0
     text = (tmp_path / os.path.basename(new) / "compare.md").read_text()
     assert "no difference (cannot tell" in text and "**0 regression(s)**" in text
 
@@ -130,20 +130,20 @@ def test_incomparable_runs_are_refused_unless_forced(runs, tmp_path):
     meta["plan"]["options"]["rate"] = 800.0
     (other / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(UsageError) as err:
-        compare.run(base, str(other))
+        comparison.run(base, str(other))
     assert "rate" in str(err.value) and "\n" not in str(err.value)
-    assert compare.run(base, str(other), force=True) in (0, 1)
+    assert comparison.run(base, str(other), force=True) == comparison.run(base, new)
     assert "--force" in (other / "compare.md").read_text()
 
 
 def test_bad_input_is_a_usage_error(runs, tmp_path):
     base, _ = runs
     with pytest.raises(UsageError):
-        compare.run(base, str(tmp_path / "missing"))
+        comparison.run(base, str(tmp_path / "missing"))
     with pytest.raises(UsageError):
-        compare.run(str(tmp_path), base)
+        comparison.run(str(tmp_path), base)
     with pytest.raises(UsageError):
-        compare.run(base, base, threshold=-1)
+        comparison.run(base, base, threshold=-1)
 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -168,14 +168,25 @@ def test_the_rule_on_the_reference_run(tmp_path, factor, regression):
     within the threshold whatever the intervals; 3× faster: an improvement, exit 0."""
     base = scaled_copy(tmp_path, "base", "socketio-run-gevent", 1.0)
     new = scaled_copy(tmp_path, "new", "socketio-run-gevent", factor)
-    assert compare.run(base, new) == int(regression)
+    assert comparison.run(base, new) == int(regression)
     text = (tmp_path / "new" / "compare.md").read_text()
     rows = [l for l in text.splitlines() if l.startswith("| socketio-run-gevent |")]
     assert len(rows) == 2
     others = [l for l in text.splitlines() if l.startswith("| socketio-run-threading |")]
     assert others and all("| no difference |" in l for l in others)
+    html = (tmp_path / "new" / "compare.html").read_text()
+    assert "<img" in html and 'src="data:image/png;base64,' in html
+    body = html[html.index("<tbody>"):html.index("</tbody>")]
+    marks = re.findall(r"<tr( class=\"regression\")?>", body)
+    data_rows = [l for l in text.splitlines() if re.match(r"\| [a-z-]+ \| (echo|rate) \|", l)]
+    assert len(marks) == len(data_rows) > 2
+    first = data_rows[0]
     if regression:
         assert all("REGRESSION: p50 slower, p99 slower" in l for l in rows)
+        assert "REGRESSION" in first                       # regressions first
+        flags = [bool(m) for m in marks]
+        assert flags == sorted(flags, reverse=True) and flags.count(True) == 2
+        assert html.index('<div class="banner">') < html.index("<tbody>")
     elif factor < 1:
         assert all("p50 faster" in l and "REGRESSION" not in l for l in rows)
     else:

@@ -1,25 +1,25 @@
-"""The report, built from a real quick run: every file, the findings' rules, and report.html as a
-real browser renders it (headless Chromium: every image decoded, every table laid out); the
-committed reference run (an older schema) still reports; verdicts follow the intervals; the
-client/transport and knees tables follow the data."""
+"""The report, built from a real quick run: every file, the answer first, the findings' rules,
+and report.html as a real browser renders it (headless Chromium: every image decoded, every
+table laid out, the answer in the first 1280 × 800 screen, nothing wider than its container,
+report.png saved); the committed reference run still reports; verdicts follow the intervals;
+the client/transport and knees tables follow the data; notes say each message once."""
 import os
 import re
 import shutil
-import signal
-import subprocess
+import struct
 
 import pytest
 
 import pandas as pd
 
 from bench.analysis import reader
-from bench.output import report
+from bench.output import browser, claims, report, verdicts
+from bench.output.formatting import NO_INTERVAL, ms
 from bench.errors import UsageError
 
 VARIANTS = ["socketio-run-gevent", "flask-run-eventlet"]
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM = browser.find()
+CLAIM1_PAIRS, CLAIM2_PAIRS = (c["pairs"] for c in claims.CLAIMS)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REFERENCE = os.path.join(ROOT, "results", "reference")
@@ -75,7 +75,7 @@ def test_tables_list_every_aggregate_row(data, md):
         line = next((l for l in md.splitlines() if l.startswith(f"| {r['variant']} | "
                                                                   f"{r['load_point']} |")), None)
         assert line, f"no table row for {r['variant']} {r['load_point']}"
-        assert report.ms(r["p50_us"]) in line and report.ms(r["p99_us"]) in line
+        assert ms(r["p50_us"]) in line and ms(r["p99_us"]) in line
         assert ("valid" if r["valid"] else "**invalid**") in line
         assert ("driver-bound" in line) == bool(r["driver_bound"])
 
@@ -109,10 +109,10 @@ def test_fastest_and_slowest_follow_the_data(data, md):
 @pytest.mark.slow
 def test_claims_are_judged(data, md):
     present = set(data.aggregates["variant"])
-    pairs = [p for p in report.CLAIM1_PAIRS if set(p) <= present]
+    pairs = [p for p in CLAIM1_PAIRS if set(p) <= present]
     claim1 = section(md, "Claim 1")
     assert ("Verdict: not testable" in claim1) == (not pairs)
-    alternatives = [a for a in report.CLAIM2_ALTERNATIVES if {a, report.CLAIM2_BASE} <= present]
+    alternatives = [p for p in CLAIM2_PAIRS if set(p) <= present]
     claim2 = section(md, "Claim 2")
     assert ("Verdict: not testable" in claim2) == (not alternatives)
     for text in (claim1, claim2):
@@ -151,47 +151,67 @@ def test_bad_input_is_a_usage_error(tmp_path):
         report.build(str(tmp_path))
 
 
-def render(html_path, profile):
-    """report.html's <body> attributes after Chromium loaded it and its check script ran."""
-    proc = subprocess.Popen([CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}",
-                             "--dump-dom", f"file://{html_path}"], stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True, start_new_session=True)
-    try:
-        dom, _ = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    body = re.search(r"<body([^>]*)>", dom)
-    assert body, f"chromium returned no DOM (exit {proc.returncode})"
-    return dict(re.findall(r'data-([\w-]+)="([^"]*)"', body.group(1)))
+def png_size(path):
+    """(width, height) from a PNG's IHDR chunk."""
+    with open(path, "rb") as f:
+        head = f.read(24)
+    assert head[:8] == b"\x89PNG\r\n\x1a\n", path
+    return struct.unpack(">II", head[16:24])
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(not CHROMIUM, reason="chromium is not installed (apt-get install chromium); "
-                                         "CI installs it")
-@pytest.mark.slow
-def test_html_renders_in_chromium(run_dir, tmp_path):
+def answer_first(md, html):
+    """Both documents open with the answer: nothing but the title and footer before it."""
+    assert md.index('<section id="answer">') < md.index("## Findings") < md.index("## Run")
+    body = html[html.index("<body>"):]
+    assert re.match(r"<body>\s*<h1>[^<]*</h1>\s*<p[^>]*>.*?</p>\s*<section id=\"answer\">", body,
+                    re.S), body[:400]
+
+
+def in_chromium(run_dir):
+    """What Chromium saw of a run's report.html; the common checks on it."""
     html_path = os.path.join(run_dir, "report.html")
     with open(html_path) as f:
         source = f.read()
-    assert not re.search(r'(src|href)="(?!data:)', source), "report.html must be self-contained"
-    attrs = render(html_path, tmp_path / "profile")
+    assert not re.search(r'(src|href)="(?!data:|#)', source), "report.html must be self-contained"
+    attrs = browser.checks(html_path)
     assert int(attrs["images"]) == len(os.listdir(os.path.join(run_dir, "plots"))) > 0
     assert attrs["images-ok"] == "yes"
     assert int(attrs["tables-rendered"]) == int(attrs["tables"]) >= 3
+    assert attrs["overflow"] == "0", attrs["overflow-first"]
+    assert int(attrs["viewport-width"]) == browser.WINDOW[0]
+    # the whole answer section lies in the first screen
+    assert 0 <= int(attrs["answer-top"]) < int(attrs["answer-bottom"]) \
+        <= min(int(attrs["viewport-height"]), browser.WINDOW[1])
+    assert png_size(os.path.join(run_dir, "report.png")) == browser.WINDOW
+    return attrs
+
+
+needs_chromium = pytest.mark.skipif(not CHROMIUM, reason="chromium is not installed "
+                                                         "(apt-get install chromium); CI installs it")
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not CHROMIUM, reason="chromium is not installed (apt-get install chromium); "
-                                         "CI installs it")
-@pytest.mark.slow
-def test_chromium_check_catches_a_broken_image(run_dir, tmp_path):
+@needs_chromium
+def test_html_renders_in_chromium(run_dir, md):
+    in_chromium(run_dir)
     with open(os.path.join(run_dir, "report.html")) as f:
-        broken = f.read().replace("data:image/png;base64,", "data:image/png;base64,AAAA", 1)
+        answer_first(md, f.read())
+
+
+@pytest.mark.slow
+@needs_chromium
+def test_chromium_check_catches_a_broken_image_and_an_overflow(run_dir, tmp_path):
+    with open(os.path.join(run_dir, "report.html")) as f:
+        source = f.read()
     path = tmp_path / "broken.html"
-    path.write_text(broken)
-    assert render(path, tmp_path / "profile")["images-ok"] == "no"
+    path.write_text(source.replace("data:image/png;base64,", "data:image/png;base64,AAAA", 1))
+    assert browser.checks(path)["images-ok"] == "no"
+    path.write_text(source.replace("<h1>", '<h1><span style="display:inline-block;width:3000px">'
+                                           "wide</span>", 1))
+    assert browser.checks(path)["overflow"] != "0"
+    path.write_text(source.replace('<section id="answer">', '<div style="height:900px"></div>'
+                                                            '<section id="answer">', 1))
+    assert int(browser.checks(path)["answer-top"]) > browser.WINDOW[1]
 
 
 # ------------------------------------------------------------ the committed reference run
@@ -205,15 +225,32 @@ def reference_copy(tmp_path):
 
 def test_reference_run_reports_through_the_cli(bench, reference_copy):
     """The committed reference run reports through the CLI and is judged with its intervals
-    (log-t over 3 repeats); a claim is inconclusive where intervals overlap or are missing."""
-    proc = bench.run("report", reference_copy, timeout=120)
+    (log-t over 3 repeats); a claim is inconclusive where intervals overlap or are missing;
+    the answer comes first, and (with Chromium) renders in the first screen as report.png."""
+    proc = bench.run("report", reference_copy, timeout=180)
     assert proc.returncode == 0, proc.stderr[-2000:]
     md = (reference_copy / "report.md").read_text()
+    html = (reference_copy / "report.html").read_text()
+    answer_first(md, html)
+    data = reader.read(reference_copy)
+    for c in claims.judged(report.per_scenario(data)):
+        assert f'class="verdict {c["badge"]}"' in html and c["reason"] in html
+    answer = md[md.index('<section id="answer">'):md.index("</section>")]
+    for scenario in data.scenarios():
+        rows = data.aggregates[(data.aggregates["scenario"] == scenario)
+                               & data.aggregates["valid"] & ~data.aggregates["driver_bound"]]
+        best = rows.loc[rows["p50_us"].idxmin()]
+        line = next(l for l in answer.splitlines() if l.startswith(f"| {scenario} · "))
+        assert f"| {best['variant']} | " in line
+        assert re.search(r"\| \d[\d.,]* \[\d[\d.,]*–\d[\d.,]*\] \|", line), line
+    assert "seed-app-run failed" in answer          # the banner names the failed variant
+    if CHROMIUM:
+        in_chromium(str(reference_copy))
     header = next(l for l in md.splitlines() if l.startswith("| variant | load point |"))
     for column in ("interval", "driver share", "censored", "flags", "achieved msg/s"):
         assert f"| {column} |" in header
     failed = next(l for l in md.splitlines() if l.startswith("| seed-app-run | 400 msg/s |"))
-    assert report.NO_INTERVAL in failed and "**invalid**" in failed
+    assert NO_INTERVAL in failed and "**invalid**" in failed
     assert "| log-t |" in md
     claim1 = section(md, "Claim 1")
     assert "**Verdict: verified**" in claim1      # seed-app-run served nothing
@@ -249,6 +286,8 @@ NAN = float("nan")
     (row(200, (190, 210), 300, (280, 320)), row(300, (290, 310), 600, (550, 650)), "refuted"),
     # overlapping but tight: even a's upper end within 10 % of b's lower end: the same
     (row(300, (295, 305), 600, (590, 610)), row(300, (290, 310), 600, (560, 640)), "refuted"),
+    # apart on both metrics, but within 10 %: not materially worse
+    (row(310, (305, 315), 610, (605, 615)), row(300, (290, 304), 600, (590, 604)), "refuted"),
     # no intervals (too few repeats): cannot be judged
     (row(500, (NAN, NAN), 900, (NAN, NAN)), row(300, (NAN, NAN), 600, (NAN, NAN)),
      "inconclusive"),
@@ -259,10 +298,28 @@ NAN = float("nan")
      "refuted"),
 ])
 def test_verdicts_follow_both_intervals(a, b, verdict):
-    got, why = report.judge_pair(a, b)
+    got, why = verdicts.judge_pair(a, b)
     assert got == verdict, why
     if a["ok"] and b["ok"]:
         assert "p50 " in why and "p99 " in why
+
+
+def test_notes_say_each_message_once_per_variant(reference_copy):
+    """A server error repeated across repeats, load points and within one note (the handler's
+    and the server's copy) is listed once per variant and scenario, with where it was said."""
+    report.build(str(reference_copy))
+    md = (reference_copy / "report.md").read_text()
+    for scenario in ("echo", "rate"):
+        text = section(md, scenario)
+        notes = [l for l in text.splitlines() if l.startswith("- ")]
+        assert notes and len(notes) == len(set(notes))
+        for line in notes:
+            assert line.count("You need to use the eventlet server") <= 1, line
+        failed = [l for l in notes if l.startswith("- seed-app-run (")]
+        assert sum("You need to use the eventlet server" in l for l in failed) == 1
+    html = (reference_copy / "report.html").read_text()
+    assert html.count("You need to use the eventlet server") == md.count(
+        "You need to use the eventlet server")
 
 
 def test_client_transport_and_knee_tables_follow_the_data(reference_copy):

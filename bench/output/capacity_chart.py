@@ -3,12 +3,11 @@ per variant (from ``capacity.csv`` alone). ``save(run_dir, out_dir)`` returns
 ``[(name, title, path)]`` like ``plots.save_all``: nothing when the run has no capacity rows."""
 import os
 
-import matplotlib
+import pandas as pd
+from matplotlib.ticker import FuncFormatter
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.ticker import FuncFormatter  # noqa: E402
+from bench.output.plots import style
+from bench.output.plots.style import plt
 
 NAME, TITLE = "capacity", "capacity: probe latency and server RSS against connections"
 
@@ -24,10 +23,10 @@ def read(run_dir):
 def figure(frame):
     """Two panels sharing the x axis (connections, log): probe p50 (solid) and p99 (dashed)
     in ms; server RSS in MB. A repeat's steps are joined in order; the knee is ringed."""
-    fig, (lat, mem) = plt.subplots(1, 2, figsize=(11, 4.2))
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for n, (variant, rows) in enumerate(frame.groupby("variant", sort=True)):
-        colour = colours[n % len(colours)]
+    fig, (lat, mem) = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
+    colours = style.palette(frame["variant"])
+    for variant, rows in frame.groupby("variant", sort=True):
+        colour = colours[variant]
         for repeat, r in rows.groupby("repeat"):
             r = r.sort_values("connections")
             label = variant if repeat == rows["repeat"].min() else None
@@ -47,13 +46,14 @@ def figure(frame):
     lat.set_yscale("log")
     lat.set_ylabel("probe echo latency, ms (p50 solid, p99 dashed)")
     mem.set_ylabel("server RSS, MB (ring: the capacity knee)")
-    lat.legend(fontsize=8)
+    fig.legend(loc="outside right upper", fontsize=8, frameon=False,
+               handles=lat.get_legend_handles_labels()[0])
     fig.suptitle("capacity: idle clients held, a probe set's echo latency and the server's memory")
-    fig.tight_layout()
-    return fig
+    return style.fit(fig)
 
 
 def save(run_dir, out_dir):
+    """Write plots/capacity.png when the run has capacity rows; [(name, title, path)]."""
     frame = read(run_dir)
     if frame is None:
         return []

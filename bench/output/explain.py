@@ -11,18 +11,11 @@ import numpy as np
 import pandas as pd
 
 from bench.analysis.reader import KEY_EXTRAS, _truthy
+from bench.output.formatting import ms, ratio
 from bench.output.plots import style
 
 TOP_PER_VARIANT = 8
 NATIVE = "(native code: no Python frame, e.g. the event loop)"
-
-
-def _ms(us):
-    return "–" if us is None or pd.isna(us) else f"{us / 1000:.3f}"
-
-
-def _ratio(a, b):
-    return "–" if any(pd.isna(v) or not v for v in (a, b)) else f"{b / a:.2f}×"
 
 
 def _label(column, value):
@@ -66,9 +59,9 @@ def nodelay_blocks(data):
     table = []
     for key, off, on in found:
         where = " · ".join(dict.fromkeys(str(k) for k in key[1:] if k))
-        table.append([key[0], where, _ms(off["p50_us"]), _ms(on["p50_us"]),
-                      _ratio(off["p50_us"], on["p50_us"]), _ms(off["p99_us"]),
-                      _ms(on["p99_us"]), _ratio(off["p99_us"], on["p99_us"]),
+        table.append([key[0], where, ms(off["p50_us"]), ms(on["p50_us"]),
+                      ratio(on["p50_us"], off["p50_us"]), ms(off["p99_us"]),
+                      ms(on["p99_us"]), ratio(on["p99_us"], off["p99_us"]),
                       _held(off) or "no", _held(on) or "no"])
     return [("h", 2, "TCP_NODELAY on the server: without and with, side by side"),
             ("p", "Each step ran twice in one shuffled plan (`--server-nodelay both`): the "
@@ -84,9 +77,9 @@ def overhead_blocks(data):
     found = pairs(data.aggregates, "profiled")
     if not found:
         return []
-    table = [[key[0], " · ".join(dict.fromkeys(str(k) for k in key[1:] if k)), _ms(off["p50_us"]),
-              _ms(on["p50_us"]), _ratio(off["p50_us"], on["p50_us"]), _ms(off["p99_us"]),
-              _ms(on["p99_us"]), _ratio(off["p99_us"], on["p99_us"]),
+    table = [[key[0], " · ".join(dict.fromkeys(str(k) for k in key[1:] if k)), ms(off["p50_us"]),
+              ms(on["p50_us"]), ratio(on["p50_us"], off["p50_us"]), ms(off["p99_us"]),
+              ms(on["p99_us"]), ratio(on["p99_us"], off["p99_us"]),
               f"{off['server_cpu_pct']:.0f} → {on['server_cpu_pct']:.0f}"
               if not pd.isna(off["server_cpu_pct"]) and not pd.isna(on["server_cpu_pct"])
               else "–"]
@@ -168,8 +161,8 @@ def profile_blocks(data):
                  str(p.get("profile_error") or "no profile"))
         table.append([p["variant"], p["scenario"], p["load_point"], p["repeat"],
                       "on" if _truthy(p.get("server_nodelay")) else "off",
-                      _ms(r["p50_us"]) if r is not None else "–",
-                      _ms(r["p99_us"]) if r is not None else "–",
+                      ms(r["p50_us"]) if r is not None else "–",
+                      ms(r["p99_us"]) if r is not None else "–",
                       f"{p['gil_held_pct']:.0f}" if not pd.isna(p["gil_held_pct"]) else "–",
                       (f"`{lead['function']}` {lead['pct_samples']:.0f} %"
                        if lead is not None else "–"), links])

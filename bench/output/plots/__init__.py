@@ -40,7 +40,7 @@ def charts(data):
         out.append((f"timeline-{scenario}", f"{scenario}: latency over time",
                     functools.partial(timeline, data, scenario)))
     out.append(("resources", "resources: CPU and RSS", functools.partial(resources, data)))
-    from bench.output import explain  # TCP_NODELAY pairs (issue 15); None without pairs
+    from bench.output import explain  # TCP_NODELAY pairs; None without pairs
     out.append(("nodelay", "TCP_NODELAY: without and with",
                 functools.partial(explain.nodelay_chart, data)))
     return out

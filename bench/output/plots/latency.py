@@ -50,7 +50,7 @@ def spectrum(data, scenario):
         ax.set_xscale("log")
         ax.set_xticks(list(PERCENTILE_TICKS), list(PERCENTILE_TICKS.values()))
         ax.set_xlim(1, 2 * 10 ** 4)
-        ax.set_xlabel("percentile (1/(1−p) scale; drawn while ≥ 10 samples lie beyond)")
+        ax.set_xlabel("percentile (1/(1−p) scale;\ndrawn while ≥ 10 samples lie beyond)")
         style.ms_axis(ax)
         ax.grid(True, which="major", alpha=0.3)
 

@@ -1,4 +1,5 @@
-"""How every chart looks: colours by order, how flagged rows are drawn, axes, figure frame."""
+"""How every chart looks: a colour per name, how flagged rows are drawn, axes, a frame that fits."""
+import hashlib
 import math
 import textwrap
 
@@ -8,21 +9,48 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
-# tab10 then tab20's light shades: distinct, colour-blind-aware, stable by position.
-PALETTE = [*plt.get_cmap("tab10").colors, *plt.get_cmap("tab20").colors[1::2]]
+from bench.output.formatting import short  # noqa: E402
+
+# Colour-blind-safe: Paul Tol's "muted" scheme, then the Okabe–Ito colours it lacks (orange,
+# blue, vermillion; black is left for error bars and p99 ticks). A name's colour is picked by a hash of the name, so it is the same
+# in every chart and every run.
+PALETTE = ["#332288", "#88CCEE", "#44AA99", "#117733", "#999933", "#DDCC77", "#CC6677",
+           "#882255", "#AA4499", "#E69F00", "#0072B2", "#D55E00"]
+FIT_ROUNDS = 6
 STYLE = {"ok": ("-", None), "driver-bound": ("--", "//"), "invalid": (":", "xx")}
 MARKING = ("dashed / hatched // = driver-bound · dotted / hatched xx = invalid (see report "
            "notes) · “≥” = censored at the deadline · a missing point or bar = too few samples")
 
 
+def slot(name):
+    """The palette index a name hashes to (stable across runs and machines)."""
+    return int.from_bytes(hashlib.sha1(str(name).encode()).digest()[:4], "big") % len(PALETTE)
+
+
 def palette(names):
-    """{name: colour}: the sorted names take the palette's colours in order."""
-    return {n: PALETTE[i % len(PALETTE)] for i, n in enumerate(sorted(set(names)))}
+    """{name: colour}: each name its hashed colour; two names of one run that hash alike are
+    told apart, the later (sorted) taking the next free colour."""
+    taken, out = set(), {}
+    for name in sorted(set(map(str, names))):
+        i = slot(name)
+        for step in range(len(PALETTE)):
+            if (i + step) % len(PALETTE) not in taken or len(taken) >= len(PALETTE):
+                i = (i + step) % len(PALETTE)
+                break
+        taken.add(i)
+        out[name] = PALETTE[i]
+    return out
 
 
 def colours(data):
-    """The run's series colours (one per variant, or variant · client · transport)."""
-    return palette(data.summary["series"]) if len(data.summary) else {}
+    """The run's colours, one per series, and each variant the colour of its first series:
+    the same in every chart of the run."""
+    if not len(data.summary):
+        return {}
+    pal = palette(data.summary["series"])
+    for variant, series in data.summary.sort_values("series").groupby("variant")["series"]:
+        pal.setdefault(variant, pal[series.iloc[0]])
+    return pal
 
 
 def flag(row):
@@ -43,12 +71,6 @@ def label(row):
             + (" [unstable]" if row.get("unstable") else "")
             + (" [noisy]" if row.get("noisy") else "")
             + (f" [censored {row['censored']}]" if row.get("censored") else ""))
-
-
-def short(text, limit=240):
-    """``text`` cut at a word boundary to ``limit`` characters."""
-    text = str(text or "")
-    return text if len(text) <= limit else text[:limit].rsplit(" ", 1)[0] + " …"
 
 
 class PlainLogFormatter(matplotlib.ticker.LogFormatter):
@@ -81,13 +103,32 @@ def figure(n_panels, ncols=2, width=6.2, height=3.8):
     return fig, list(axes.flat[:n_panels])
 
 
+def fit(fig):
+    """Grow ``fig`` until everything drawn (labels, legends, footer) lies inside it: layout
+    alone cannot place a label wider than its figure, and a clipped label misleads."""
+    for _ in range(FIT_ROUNDS):
+        fig.canvas.draw()
+        tight = fig.get_tightbbox(fig.canvas.get_renderer())
+        width, height = fig.get_size_inches()
+        grow_w = max(0.0, -tight.x0) + max(0.0, tight.x1 - width)
+        grow_h = max(0.0, -tight.y0) + max(0.0, tight.y1 - height)
+        if grow_w < 0.01 and grow_h < 0.01:
+            break
+        # the panels take only part of the growth: overshoot so it converges in a few rounds
+        fig.set_size_inches(width + (2 * grow_w + 0.15 if grow_w >= 0.01 else 0),
+                            height + (2 * grow_h + 0.15 if grow_h >= 0.01 else 0))
+    return fig
+
+
 def finish(fig, data, title, handles=None):
+    """Title, footer (machine, run, how flagged rows are drawn) and legend; then fitted."""
     fig.suptitle(title, fontsize=12)
-    fig.supxlabel("\n".join([data.footer(), *textwrap.wrap(MARKING, 130)]), fontsize=7,
-                  color="0.35")
+    width = max(60, int(fig.get_size_inches()[0] * 15))     # about 15 footer characters/inch
+    fig.supxlabel("\n".join([*textwrap.wrap(data.footer(), width), *textwrap.wrap(MARKING, width)]),
+                  fontsize=7, color="0.35")
     if handles:
         fig.legend(handles=handles, loc="outside right upper", fontsize=8, frameon=False)
-    return fig
+    return fit(fig)
 
 
 def series_handles(rows, pal):

@@ -3,6 +3,7 @@ import numpy as np
 import pandas as pd
 
 from bench.analysis import stats
+from bench.output.formatting import short
 from bench.output.plots import style
 from bench.output.plots.rows import has_data, scenario_rows
 
@@ -77,7 +78,7 @@ def knee_bars(data):
     knees = knees_per_variant(data)
     if knees.empty:
         return None
-    pal = style.palette(knees["variant"])
+    pal = {**style.palette(knees["variant"]), **style.colours(data)}
     fig, axes = style.figure(1, ncols=1, width=11, height=0.6 * len(knees) + 1.6)
     ax = axes[0]
     top = max(knees["knee_msg_s"].max(skipna=True), 1) if knees["knee_msg_s"].notna().any() else 1
@@ -96,7 +97,7 @@ def knee_bars(data):
             f" (median of {k['repeats']} repeats)" if k["repeats"] > 1 else "")
         x = value if has else 0
         ax.text(x, i - 0.12, f"  {label}", va="center", fontsize=8, fontweight="bold")
-        ax.text(x, i + 0.22, f"  {style.short(k['reason'], 110)}", va="center", fontsize=6.5,
+        ax.text(x, i + 0.22, f"  {short(k['reason'], 110)}", va="center", fontsize=6.5,
                 color="0.35")
     ax.set_xlim(0, top * 2.6)
     ax.set_yticks(range(len(knees)), knees["variant"])

@@ -25,9 +25,8 @@ def timeline(data, scenario):
         return None
     rows = scenario_rows(data, scenario, fanout_all=False)
     order = rows.groupby("load_point")["load_value"].min().to_dict()
-    pal = style.palette(rows["variant"])
     variants = sorted(set(s["variant"]) | set(rows["variant"]))
-    pal.update({v: style.PALETTE[0] for v in variants if v not in pal})
+    pal = {**style.palette(variants), **style.colours(data)}
     fig, axes = style.figure(len(variants), ncols=2, height=3.0)
     for ax, variant in zip(axes, variants):
         v = s[s["variant"] == variant]
@@ -80,7 +79,7 @@ def resources(data):
     if r.empty:
         return None
     r = r.sort_values("t")
-    pal = style.palette(r["variant"])
+    pal = {**style.palette(r["variant"]), **style.colours(data)}
     first = ~r.duplicated(["variant", "role", "pid"])
     cpu = r[~first].groupby(["variant", "role", "t"], as_index=False)["cpu_pct"].sum()
     rss = r.groupby(["variant", "role", "t"], as_index=False)["rss_mb"].sum()
@@ -108,4 +107,5 @@ def resources(data):
         ax.sharex(axes[0])
     return style.finish(fig, data, "resources: server and driver CPU and memory (1 Hz; a "
                         "process's first CPU reading is skipped)",
-                        [Line2D([], [], color=pal[v], lw=2.5, label=v) for v in sorted(pal)])
+                        [Line2D([], [], color=pal[v], lw=2.5, label=v)
+                         for v in sorted(set(r["variant"]))])
