@@ -38,11 +38,14 @@ WARMUP_FRACTION = 0.2
 
 
 class Args(argparse.ArgumentParser):
+    """An argument parser whose errors are UsageErrors (one line, exit 2)."""
     def error(self, message):
+        """Bad arguments: one line on stderr and exit 2, never argparse's usage dump."""
         raise UsageError(message)
 
 
 def parse(argv):
+    """The churn soak's options, checked."""
     p = Args(prog="python -m bench.churn", description=__doc__.split("\n\n")[0])
     p.add_argument("--variants", default="socketio-run-gevent", help="variants to soak, "
                    "comma-separated (socketio-run-gevent)")
@@ -143,6 +146,7 @@ def replace_connections(job):
 
 
 def main(argv=None):
+    """Run the churn soak; exit 0 when flat, 1 when a server grew, 2 on bad input."""
     def stop(signum, frame):
         raise KeyboardInterrupt
     signal.signal(signal.SIGTERM, stop)

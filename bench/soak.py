@@ -37,11 +37,14 @@ WARMUP_S = 5.0
 
 
 class Args(argparse.ArgumentParser):
+    """An argument parser whose errors are UsageErrors (one line, exit 2)."""
     def error(self, message):
+        """Bad arguments: one line on stderr and exit 2, never argparse's usage dump."""
         raise UsageError(message)
 
 
 def parse(argv):
+    """The soak's options, checked."""
     p = Args(prog="python -m bench.soak", description=__doc__.split("\n\n")[0])
     p.add_argument("--minutes", type=float, default=10.0, help="soak length (10)")
     p.add_argument("--rate", type=float, default=1000.0, help="total msg/s (1000)")
@@ -60,7 +63,7 @@ def parse(argv):
 
 def lazy_bytes_per_message():
     """Bytes per message of the driver's zero-filled (lazily mapped) per-message arrays."""
-    from bench.driver.lean import Messages
+    from bench.driver.store import Messages
 
     m = Messages(1)
     arrays = [a for a in vars(m).values() if isinstance(a, np.ndarray)]
@@ -78,10 +81,12 @@ class Watch(threading.Thread):
         self.stop = threading.Event()
 
     def started(self, pids, t0):
+        """Start sampling once the driver is connected (its pid known)."""
         self.driver_pid, self.t0 = pids[0], t0
         self.start()
 
     def run(self):
+        """Sample both sides until stopped."""
         while not self.stop.is_set():
             now = time.monotonic_ns()
             d, s = machine.tree_usage([self.driver_pid]), machine.tree_usage(self.server_pids)
@@ -93,10 +98,12 @@ class Watch(threading.Thread):
 
 
 def change(a, b):
+    """Relative change from ``a`` to ``b`` (NaN when ``a`` is 0)."""
     return (b - a) / a if a else float("nan")
 
 
 def soak(minutes=10.0, rate=1000.0, connections=20, variant="socketio-run-eventlet", log=print):
+    """Run one long moderate step and judge whether the driver's memory and files stay flat."""
     from bench.execute.load import run_load
     from bench.analysis import stats
     from bench.analysis.recorder import latency_histogram
@@ -176,6 +183,7 @@ def soak(minutes=10.0, rate=1000.0, connections=20, variant="socketio-run-eventl
 
 
 def report(r):
+    """The soak's verdict as text lines."""
     pct = lambda x: f"{100 * x:+.1f} %"  # noqa: E731
     lines = [
         f"soak {r['variant']}: {r['minutes']:g} min at {r['rate']:g} msg/s over "
@@ -205,6 +213,7 @@ def _interrupt(signum, frame):
 
 
 def main(argv=None):
+    """Run the soak; exit 0 when flat, 1 when not, 2 on bad input, 130 on interrupt."""
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         args = parse(sys.argv[1:] if argv is None else argv)

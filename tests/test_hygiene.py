@@ -102,6 +102,17 @@ def test_only_lifecycle_starts_long_lived_processes():
     assert found and not offenders, offenders
 
 
+def test_only_the_deployment_layer_starts_servers():
+    """A variant's server command is built in bench/execute/deployment.py alone, so every
+    scenario's server gets the knobs, --server-nodelay and the topology (the emitter only
+    reads which interpreter the variant's environment has)."""
+    allowed = {os.path.join("bench", "execute", "deployment.py"),
+               os.path.join("bench", "execute", "emitting.py")}
+    found = [(rel(path), node.lineno) for path in SOURCES for name, node in calls(path)
+             if name.endswith(".argv")]
+    assert found and not [f for f in found if f[0] not in allowed], found
+
+
 def test_every_short_subprocess_has_a_timeout():
     offenders = []
     for path in SOURCES:

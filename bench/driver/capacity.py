@@ -30,9 +30,9 @@ import random
 import sys
 from collections import Counter
 
-from bench.driver import lean, protocol, store
+from bench.driver import connection, lean, loops, protocol, store
 
-mono = lean.mono
+mono = connection.mono
 IN_FLIGHT = 50              # handshakes at once per process
 PROBES = 10                 # connections 0 … 9 carry the probe echoes
 PROBE_RATE = 50.0           # probe echoes per second, all processes together
@@ -42,6 +42,7 @@ OK, UNSENT = store.OK, store.UNSENT
 
 
 def short(exc):
+    """One short line for a connect error, to count errors by kind."""
     text = str(exc).strip().splitlines()[0][:80] if str(exc).strip() else ""
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
@@ -57,12 +58,14 @@ class Fleet:
         self.sids = {}
 
     def url(self, i):
-        return lean.url_for(self.job, i)
+        """The URL connection ``i`` connects to."""
+        return connection.url_for(self.job, i)
 
     async def open(self, i, timeout, messages=None):
-        c = await lean.connect(self.url(i), i, messages or self.idle, timeout,
-                               source=lean.source_for(self.job, i),
-                               ssl_context=lean.ssl_for(self.job))
+        """Connect client ``i`` and note the ping interval the server announces."""
+        c = await connection.connect(self.url(i), i, messages or self.idle, timeout,
+                               source=connection.source_for(self.job, i),
+                               ssl_context=connection.ssl_for(self.job))
         c.connected_ns = mono()
         c.last_ping_ns = c.connected_ns
         if self.ping_ms is None:
@@ -71,9 +74,11 @@ class Fleet:
         return c
 
     def alive(self):
+        """The connections still open."""
         return [c for c in self.conns.values() if c.alive]
 
     async def grow(self, level):
+        """Connect this process's clients below ``level``, each retried, and report how it went."""
         todo = [i for i in self.job.conns if i < level and i not in self.conns]
         gate = asyncio.Semaphore(IN_FLIGHT)
         took, errors = [], Counter()
@@ -108,6 +113,7 @@ class Fleet:
                     ping_interval_ms=ping[0], ping_timeout_ms=ping[1])
 
     def probe_set(self):
+        """The held connections that carry probe echoes."""
         return sorted(i for i in self.conns if i < PROBES)
 
     async def probe(self, seconds, until_done=None):
@@ -123,22 +129,22 @@ class Fleet:
         start = mono() + 10_000_000
         schedule = sorted((start + int((n + p / PROBES) * period * 1e9), p)
                           for n in range(n_each) for p in mine)
-        body = protocol.event_body("echo", lean.payload(64))
+        body = protocol.event_body("echo", loops.payload(64))
         for at, p in schedule:
             if until_done is not None and until_done():
                 break
-            await lean.wait_until(at, False)
+            await connection.wait_until(at, False)
             c = originals[p]  # a re-connected client is no longer probed: its probes are unsent
             k = m.used
             m.used += 1
             m.conn[k], m.intended[k] = p, at
             if c.alive and self.conns.get(p) is c:
-                lean.send_recorded(c, m, k, body, mono())
+                connection.send_recorded(c, m, k, body, mono())
             else:
                 store.lost(m, k)
         probing = list(originals.values())
         last = int(m.intended[:m.used].max()) if m.used else mono()
-        await lean.wait_for_replies(lambda: any(c.outstanding > 0 and c.alive for c in probing),
+        await connection.wait_for_replies(lambda: any(c.outstanding > 0 and c.alive for c in probing),
                                     last + m.deadline_ns, False)
         store.settle(m, store.liveness(probing))
         for c in probing:
@@ -146,6 +152,7 @@ class Fleet:
         return {k: v.tolist() for k, v in m.trimmed().items()}
 
     async def hold(self, seconds):
+        """Hold every client for ``seconds`` while probing: who dropped, who was not pinged."""
         before = {i for i, c in self.conns.items() if c.alive}
         started = mono()
         probe = await self.probe(seconds)
@@ -170,7 +177,7 @@ class Fleet:
         m = store.Messages(len(self.job.conns) * 4 + 8)
         m.deadline_ns = int(self.job.deadline * 1e9)
         gate = asyncio.Semaphore(IN_FLIGHT)
-        body = protocol.event_body("echo", lean.payload(64))
+        body = protocol.event_body("echo", loops.payload(64))
         rng = random.Random(self.job.seed)
         lost_sessions = 0
 
@@ -193,8 +200,8 @@ class Fleet:
                     m.used += 1
                     now = mono()
                     m.conn[k], m.intended[k] = i, now
-                    lean.send_recorded(c, m, k, body, now)
-                    await lean.wait_for_replies(lambda: m.outcome[k] == UNSENT and c.alive,
+                    connection.send_recorded(c, m, k, body, now)
+                    await connection.wait_for_replies(lambda: m.outcome[k] == UNSENT and c.alive,
                                                 now + m.deadline_ns, False)
                     if m.outcome[k] == OK:
                         back[i] = int(m.received[k])
@@ -251,7 +258,7 @@ class Fleet:
         at, step = mono(), int(1e9 / rate)
         while mono() < end:
             at += step
-            await lean.wait_until(at, False)
+            await connection.wait_until(at, False)
             while live and not live[0].alive:
                 live.popleft()
                 counts["dropped"] += 1
@@ -269,6 +276,7 @@ class Fleet:
         return dict(counts)
 
     def close(self):
+        """Close every connection (dead ones too)."""
         for c in self.conns.values():
             try:
                 c.close()
@@ -277,6 +285,7 @@ class Fleet:
 
 
 async def serve(job):
+    """Answer the harness's commands, one JSON line each, until ``quit`` (bounded)."""
     loop = asyncio.get_running_loop()
     fleet = Fleet(job)
 
@@ -315,8 +324,9 @@ async def serve(job):
 
 
 def main(argv=None):
+    """The idle-client driver process: its job, then the commands."""
     job = lean.process_job(sys.argv[1:] if argv is None else argv)
-    lean.run_loop(serve(job), connections=lean.SELECT_LIMIT + 1)  # always epoll
+    connection.run_loop(serve(job), connections=connection.SELECT_LIMIT + 1)  # always epoll
 
 
 if __name__ == "__main__":

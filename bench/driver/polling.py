@@ -4,7 +4,7 @@ It steps in where the WebSocket upgrade is refused, and it is the control for th
 own cost (``--client lean,python-socketio --transport websocket,polling``): the same server
 measured by both clients over the same transport separates client cost from transport cost.
 It adds ~0.3 ms per round trip (a thread per incoming message). Same job file and
-ready/t0/done protocol as ``bench.driver.lean``.
+ready/t0/done protocol as ``bench.driver.lean``, the same store and settle rule.
 """
 import json
 import os
@@ -16,7 +16,7 @@ import numpy as np
 import socketio
 
 from bench.driver import store
-from bench.driver.lean import open_schedule, payload
+from bench.driver.loops import open_schedule, payload
 from bench.driver.store import TIMEOUT, UNSENT, Messages, record_reply
 from bench.plan.job import Job
 

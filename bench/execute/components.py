@@ -38,10 +38,12 @@ def which(names, extra_dirs=()):
 
 
 def redis_binary():
+    """The Redis (or Valkey) server binary here, or None."""
     return which(REDIS_BINARIES, NGINX_SEARCH)
 
 
 def nginx_binary():
+    """The nginx binary here (often outside a user's PATH), or None."""
     return which(NGINX_BINARIES, NGINX_SEARCH)
 
 
@@ -69,6 +71,7 @@ def ping(port, timeout=1.0, host=lifecycle.HOST):
 
 
 def redis_argv(binary, port):
+    """A throwaway Redis on loopback: no persistence, readable in process audits."""
     return [binary, "--port", str(port), "--bind", lifecycle.HOST, "--save", "",
             "--appendonly", "no", "--protected-mode", "yes", "--daemonize", "no",
             "--logfile", "", "--databases", "1",

@@ -42,6 +42,7 @@ class Target:
 
     @property
     def targets(self):
+        """Where clients connect: the one address given."""
         return [(self.host, self.port)]
 
     def status(self):
@@ -90,14 +91,17 @@ class Deployment:
 
     @property
     def pids(self):
+        """Every part's process, to sample (servers, Redis, nginx)."""
         return [server.pid for _, server in self.parts]
 
     @property
     def pid(self):  # what single-server callers read
+        """The server's pid when there is one server (None for a scale-out)."""
         return self.parts[0][1].pid if len(self.parts) == 1 else None
 
     @property
     def backends(self):
+        """The servers' own addresses (behind nginx too), for verifying each one."""
         return [(s.host, s.port) for role, s in self.parts if role.startswith("server")]
 
     def status(self):

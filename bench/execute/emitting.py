@@ -30,11 +30,13 @@ def python_for(variant):
 
 
 class Emitter:
+    """The running emitter process of one emit step."""
     def __init__(self, proc, log_path, offset, out, budget):
         self.proc, self.log_path, self.offset, self.out = proc, log_path, offset, out
         self.budget = budget
 
     def start(self, t0):
+        """Hand the emitter the driver's start time, so both walk one schedule."""
         self.proc.stdin.write(f"{t0}\n".encode())
         self.proc.stdin.flush()
 

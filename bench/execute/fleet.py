@@ -47,6 +47,7 @@ class Workers:
 
     @property
     def pids(self):
+        """The processes to sample as the step's driver."""
         return [p.pid for p in self.procs]
 
     def send(self, command):

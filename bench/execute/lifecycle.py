@@ -41,12 +41,14 @@ def ready_timeout_default():
 
 
 def free_port(host=HOST):
+    """A port nobody listens on now (the caller retries if it is taken before its bind)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
 
 
 def port_is_free(port, host=HOST):
+    """Can ``port`` be bound now: has a stopped server really released it?"""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         try:
             s.bind((host, port))
@@ -187,9 +189,11 @@ class Server:
 
     @property
     def pid(self):
+        """The process group leader: what is sampled and killed."""
         return self.proc.pid
 
     def alive(self):
+        """Is the server process still running?"""
         return self.proc.poll() is None
 
     def status(self):

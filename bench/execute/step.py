@@ -116,6 +116,7 @@ class StepRunner:
         return self.measure(step, server, verdict.transport, client, note, part)
 
     def measure(self, step, server, transport, client, note, part):
+        """Drive the step's load against a verified server, sample both sides, write its rows and samples."""
         step_transport = transport if client != "lean" else "websocket"
         # Busy-polling is honest only where the driver owns its cores alone (pinned apart
         # from the server); the stock client's threads never spin.

@@ -19,11 +19,13 @@ class Outcome(enum.IntEnum):
 
     @property
     def label(self):
+        """The word written in samples.csv.gz (a message never settled counts as an error)."""
         return "error" if self is Outcome.UNSENT else self.name.lower()
 
 
 @dataclass(frozen=True)
 class Job:
+    """What one driver process runs: targets, load, its share of connections, where to write."""
     targets: tuple                      # ((host, port), ...): connection i goes to targets[i % n]
     connections: int                    # connections of the whole step
     warmup: float
@@ -50,10 +52,12 @@ class Job:
 
     @property
     def total_conns(self):
+        """Connections of the whole step (this process holds ``conns`` of them)."""
         return self.connections
 
     @property
     def window_ns(self):
+        """Warm-up plus measured window: how long the load runs."""
         return int((self.warmup + self.duration) * 1e9)
 
     @property
@@ -72,11 +76,13 @@ class Job:
         return replace(self, conns=tuple(mine)[worker::workers], out=out)
 
     def dump(self, path):
+        """Write the job for a driver process to read."""
         with open(path, "w") as f:
             json.dump(asdict(self), f)
 
     @classmethod
     def load(cls, path):
+        """Read a job written by :meth:`dump`."""
         with open(path) as f:
             data = json.load(f)
         data["targets"] = tuple(tuple(t) for t in data["targets"])

@@ -18,6 +18,7 @@ PER_DRIVER_PROCESS = 2500       # connections per driver process (epoll; fd limi
 
 
 def ephemeral_ports():
+    """Client ports one source address offers (the kernel's ephemeral range)."""
     try:
         with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
             low, high = map(int, f.read().split())
@@ -27,6 +28,7 @@ def ephemeral_ports():
 
 
 def available_kb():
+    """Memory available now (kB), or None where /proc does not say."""
     try:
         with open("/proc/meminfo") as f:
             for line in f:
@@ -72,6 +74,7 @@ def per_driver_process():
 
 
 def driver_processes(connections):
+    """Driver processes for ``connections``: each holds at most per_driver_process()."""
     return max(1, -(-int(connections) // per_driver_process()))
 
 

@@ -33,6 +33,7 @@ SPEC_VAR = "BENCH_APP_SPEC"   # servers/wsgi.py and servers/asgi_app.py read it
 
 @dataclass(frozen=True)
 class Variant:
+    """One deployment to measure, as servers/variants.toml declares it."""
     name: str
     description: str
     launcher: str
@@ -49,6 +50,7 @@ class Variant:
 
     @property
     def environment_spec(self):
+        """The environment this variant's servers run in."""
         e = self.env
         return environments.Environment(
             name=self.environment, requirements=tuple(e.get("requirements", ())),
@@ -130,6 +132,7 @@ class Variant:
 
 @dataclass(frozen=True)
 class Registry:
+    """Every environment, group and variant of a variants file."""
     variants: dict
     groups: dict
     environments: dict
@@ -141,6 +144,7 @@ class Registry:
 
     @property
     def locks_dir(self):
+        """Where the committed requirement locks are (servers/locks beside the file)."""
         return os.path.join(os.path.dirname(os.path.abspath(self.path)), "locks")
 
     def select(self, names=None, group=None):
@@ -164,6 +168,7 @@ def _fail(path, message):
 
 
 def load(path=DEFAULT_PATH):
+    """Read and check a variants file; a bad one is one clear UsageError line."""
     try:
         with open(path, "rb") as f:
             data = tomllib.load(f)

@@ -25,6 +25,7 @@ class Point:
 
 @dataclass(frozen=True)
 class Scenario:
+    """What a scenario is: its kind, load points and extra columns."""
     name: str
     kind: str               # driver loop: closed | open | fanout | connect | emit
     load_unit: str          # what the load point varies
@@ -36,6 +37,7 @@ class Scenario:
 
     @property
     def open_loop(self):
+        """Does the scenario send on a schedule (not one message in flight)?"""
         return self.kind != "closed"
 
 
@@ -49,6 +51,7 @@ def _rate(o):
 
 
 def sweep_rates(o):
+    """The rates a sweep may walk, from --sweep-start by --sweep-factor up to --sweep-max."""
     rates, r = [], o["sweep_start"]
     while r <= o["sweep_max"] + 1e-9:
         rates.append(round(r, 3))

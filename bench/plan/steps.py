@@ -26,6 +26,7 @@ CLIENTS, TRANSPORTS = ("lean", "python-socketio"), ("websocket", "polling")
 
 @dataclass(frozen=True)
 class Step:
+    """One measured step of a plan: variant, scenario, load point, repeat and its settings."""
     index: int
     variant: str
     scenario: str
@@ -50,10 +51,12 @@ class Step:
 
     @property
     def kind(self):
+        """The driver loop this step's scenario needs."""
         return SCENARIOS[self.scenario].kind
 
     @property
     def open_loop(self):
+        """Does this step send on a schedule?"""
         return SCENARIOS[self.scenario].open_loop
 
     def at_rate(self, rate, o):
@@ -66,6 +69,7 @@ class Step:
 
 
 def parse_list(name, text, allowed):
+    """A comma-separated option as a list of allowed values, else one clear UsageError."""
     items = [t.strip() for t in str(text).split(",") if t.strip()]
     bad = [t for t in items if t not in allowed]
     if bad or not items:
@@ -88,6 +92,7 @@ def client_transports(o):
 
 
 def validate(o):
+    """Refuse out-of-range options before anything starts, one line each."""
     checks = [
         ("rate", 0 < o["rate"] <= 200_000, "must be in (0, 200000] msg/s"),
         ("duration", 0 < o["duration"] <= 3600, "must be in (0, 3600] seconds"),
@@ -125,6 +130,7 @@ def validate(o):
 
 
 def options_with_defaults(options):
+    """The run's options with defaults (and --quick) filled in, validated."""
     o = dict(DEFAULTS, **{k: v for k, v in options.items() if v is not None})
     if options.get("quick"):
         o.update({k: v for k, v in QUICK.items() if options.get(k) is None})
