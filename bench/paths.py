@@ -66,3 +66,22 @@ def results_dir():
 def notebooks_dir():
     """The notebooks that read a results folder (the checkout's, or the packaged copies)."""
     return os.path.join(CHECKOUT, "notebooks") if CHECKOUT else PACKAGED_NOTEBOOKS
+
+
+def server_module(name):
+    """``servers/<name>.py`` of the servers home, imported by file under a private name
+    (``bench._servers_<name>``): the harness shares the servers' own code (the ``--app`` spec
+    parser) without a top-level ``servers`` on its ``sys.path``. Only stdlib-only modules."""
+    import importlib.util
+    import sys
+
+    from bench import ROOT
+
+    key = f"bench._servers_{name}"
+    if key not in sys.modules:
+        spec = importlib.util.spec_from_file_location(key, os.path.join(ROOT, "servers",
+                                                                         f"{name}.py"))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[key] = module
+        spec.loader.exec_module(module)
+    return sys.modules[key]

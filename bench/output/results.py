@@ -17,9 +17,9 @@ import pandas as pd
 
 
 from bench.errors import UsageError
-from bench import ROOT
+from bench import ROOT, paths
 
-RESULTS = os.path.join(ROOT, "results")
+RESULTS = paths.results_dir()
 PACKAGES = ["flask", "flask-socketio", "python-socketio", "python-engineio", "eventlet",
             "gevent", "greenlet", "werkzeug", "simple-websocket", "websocket-client",
             "requests", "picows", "uvloop", "hdrhistogram", "psutil", "pandas", "matplotlib",

@@ -28,7 +28,10 @@ from bench import ROOT
 from bench.errors import UsageError
 from bench.execute import environments
 from bench.plan import traffic as traffic_mod
-from servers.userapp import AppError, split_spec
+from bench.paths import server_module
+
+_userapp = server_module("userapp")  # the one parser of --app specs, shared with the servers
+AppError, split_spec = _userapp.AppError, _userapp.split_spec
 
 TRAFFIC_SCENARIOS = ("echo", "rate", "sweep", "payload")
 NEEDS = {"echo": ["echo"], "rate": ["echo"], "sweep": ["echo"], "payload": ["echo"],

@@ -18,7 +18,10 @@ import tomllib
 from bench.errors import UsageError
 from bench.execute import environments
 from bench.plan import ownapp, traffic
-from servers.userapp import AppError, split_spec
+from bench.paths import server_module
+
+_userapp = server_module("userapp")  # the one parser of --app specs, shared with the servers
+AppError, split_spec = _userapp.AppError, _userapp.split_spec
 
 PLACEHOLDER = "TODO"
 
