@@ -16,7 +16,6 @@ _PARENT = os.path.dirname(PACKAGE)
 CHECKOUT = _PARENT if os.path.isfile(os.path.join(_PARENT, "servers", "variants.toml")) \
     else None
 PACKAGED_SERVERS = os.path.join(PACKAGE, "_servers")
-PACKAGED_NOTEBOOKS = os.path.join(PACKAGE, "_notebooks")
 
 
 def cache_dir():
@@ -61,11 +60,6 @@ def results_dir():
     """The default parent of run folders: the checkout's ``results/``, else ``./results``."""
     return os.path.join(CHECKOUT, "results") if CHECKOUT else os.path.join(os.getcwd(),
                                                                            "results")
-
-
-def notebooks_dir():
-    """The notebooks that read a results folder (the checkout's, or the packaged copies)."""
-    return os.path.join(CHECKOUT, "notebooks") if CHECKOUT else PACKAGED_NOTEBOOKS
 
 
 def server_module(name):
