@@ -26,14 +26,20 @@ REFERENCE = os.path.join(ROOT, "results", "reference")
 
 
 @pytest.fixture(scope="module")
-def run_dir(bench, tmp_path_factory):
+def measured(bench, tmp_path_factory):
+    """(the run's folder, what `run` printed)."""
     out = tmp_path_factory.mktemp("report-run")
     proc = bench.run("run", "--quick", "--variants", ",".join(VARIANTS), "--no-report",
                      "--out", out, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run,) = bench.run_dirs(str(out))
     report.build(run)
-    return run
+    return run, proc.stdout
+
+
+@pytest.fixture(scope="module")
+def run_dir(measured):
+    return measured[0]
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +84,28 @@ def test_tables_list_every_aggregate_row(data, md):
         assert ms(r["p50_us"]) in line and ms(r["p99_us"]) in line
         assert ("valid" if r["valid"] else "**invalid**") in line
         assert ("driver-bound" in line) == bool(r["driver_bound"])
+
+
+@pytest.mark.slow
+def test_terminal_table_sizes_its_columns_to_their_content(measured, data):
+    """Every cell printed whole (`python-socketio/polling` included) and every column aligned
+    under its header."""
+    _, stdout = measured
+    lines = stdout.splitlines()
+    top = next(i for i, l in enumerate(lines) if l.startswith("scenario "))
+    header, body = lines[top], lines[top + 2:]
+    body = body[:next(i for i, l in enumerate(body) if l.startswith("(* ="))]
+    assert lines[top + 1] == "-" * len(header)
+    assert len(body) == len(data.aggregates) > 0
+    column = header.index("client/transport")
+    p50_end = header.index("p50 ms") + len("p50 ms")
+    for _, r in data.aggregates.iterrows():
+        via = f"{r['client'] or '-'}/{r['transport'] or 'failed'}"
+        line = next(l for l in body if f" {r['variant']} " in l and f" {via} " in l
+                    and f" {r['load_point']} " in l)
+        assert line.index(via) == column, (line, header)
+        assert line[p50_end - 1] != " ", (line, header)         # right-aligned under p50 ms
+    assert any("python-socketio/polling" in l for l in body)    # flask-run-eventlet falls back
 
 
 @pytest.mark.slow

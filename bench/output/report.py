@@ -86,6 +86,8 @@ def _section(name):
     kind, _, scenario = name.partition("-")
     if kind in SCENARIO_CHARTS and scenario:
         return f"scenario:{scenario}"
+    if kind == "claim":
+        return f"claim:{scenario}"
     return SECTION_CHARTS.get(name, "other")
 
 

@@ -91,8 +91,9 @@ def counterpart(a, candidates):
     return lean[0] if lean else None
 
 
-def pair_evidence(agg, a_name, b_name):
-    """[(verdict, text, brief)] for every load point both variants were measured at."""
+def measured_pairs(agg, a_name, b_name):
+    """[(a row, b row)] of every load point both variants were measured at (a row of a with
+    its counterpart among b's rows)."""
     key = [c for c in reader.key_columns(agg) if c not in ("variant", "client", "transport")]
     by_key = {}
     for _, b in agg[agg["variant"] == b_name].iterrows():
@@ -100,8 +101,15 @@ def pair_evidence(agg, a_name, b_name):
     out = []
     for _, a in agg[agg["variant"] == a_name].iterrows():
         b = counterpart(a, by_key.get(tuple(a[key]), []))
-        if b is None:
-            continue
+        if b is not None:
+            out.append((a, b))
+    return out
+
+
+def pair_evidence(agg, a_name, b_name):
+    """[(verdict, text, brief)] for every load point both variants were measured at."""
+    out = []
+    for a, b in measured_pairs(agg, a_name, b_name):
         verdict, why = judge_pair(a, b)
         if verdict != "no data":
             out.append((verdict, f"{where(a)}: {a_name} vs {b_name} — {verdict}: {why}",

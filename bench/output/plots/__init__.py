@@ -4,25 +4,28 @@ Charts receive numbers (typed frames), never parse labels. Each series (variant,
 client · transport) has one colour in every chart; rows that are not clean measurements are
 marked, not hidden (see ``style.MARKING``); an empty percentile cell is left out, never drawn
 as 0. The modules: ``style`` (look), ``rows`` (which rows), ``latency`` (spectrum, CDF, bars),
-``sweep``, ``fanout``, ``blocking``, ``timeseries`` (timeline, resources).
+``sweep``, ``fanout``, ``blocking``, ``timeseries`` (timeline, resources), ``claims``.
 """
 import functools
 import os
 
+from bench.output.claims import CLAIMS
 from bench.output.plots.blocking import blocking
+from bench.output.plots.claims import claim
 from bench.output.plots.fanout import fanout
 from bench.output.plots.latency import bars, cdf, spectrum
 from bench.output.plots.style import MARKING, plt
 from bench.output.plots.sweep import knee_bars, knees_per_variant, throughput
 from bench.output.plots.timeseries import resources, timeline
 
-__all__ = ["MARKING", "bars", "blocking", "cdf", "charts", "fanout", "knee_bars",
+__all__ = ["MARKING", "bars", "blocking", "cdf", "claim", "charts", "fanout", "knee_bars",
            "knees_per_variant", "resources", "save_all", "spectrum", "throughput", "timeline"]
 
 
 def charts(data):
     """(file name, title, builder) of every chart that may apply to this run."""
-    out = []
+    out = [(f"claim-{i}", spec["title"], functools.partial(claim, data, spec))
+           for i, spec in enumerate(CLAIMS, 1)]
     for scenario in data.scenarios():
         out.append((f"spectrum-{scenario}", f"{scenario}: percentile spectrum",
                     functools.partial(spectrum, data, scenario)))
