@@ -7,7 +7,7 @@ namespace and event handler with what its source says. Each handler becomes one
 reads from its first argument, where it reads any), ``reply = "ack"`` where it returns a value,
 ``reply = "event:NAME"`` with a TODO where it emits to the sender instead. The text is checked
 with the scenario file's own validator before it is written, and an existing file is never
-overwritten. The format is DESIGN.md's "The user's own traffic".
+overwritten. The format is docs/DESIGN.md's "The user's own traffic".
 """
 import json
 import os
