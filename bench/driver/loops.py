@@ -71,6 +71,21 @@ async def open_loop(conns, m, schedule, body, spin):
             await wait_until(ks_time[i], spin)
 
 
+def offsets_ns(n, rate, arrivals="uniform", seed=1):
+    """When each of ``n`` events at ``rate`` per second falls after the start (ns, float):
+    the one schedule formula of every loop. Uniform: j / R. Poisson: exponential gaps of mean
+    1 / R drawn from ``seed`` (the same stream in every process that draws it)."""
+    if arrivals == "poisson":
+        gaps = np.random.default_rng(seed).exponential(1e9 / rate, n)
+        return np.cumsum(gaps) - gaps[0] if n else gaps
+    return np.arange(n, dtype=np.int64) * (1e9 / rate)
+
+
+def uniform_times(t0, n, rate):
+    """Monotonic ns of ``n`` events evenly at ``rate`` per second from ``t0``."""
+    return t0 + np.round(offsets_ns(n, rate)).astype(np.int64)
+
+
 def open_schedule(job, t0):
     """This process's slice of the global schedule: message j goes to connection j % C at
     its intended time, so the total rate is exactly R. Uniform: t0 + j / R (connections
@@ -79,11 +94,7 @@ def open_schedule(job, t0):
     total_conns, rate = job.total_conns, job.rate
     n_total = int(rate * (job.warmup + job.duration))
     j = np.arange(n_total, dtype=np.int64)
-    if job.arrivals == "poisson":
-        gaps = np.random.default_rng(job.seed).exponential(1e9 / rate, n_total)
-        offsets = np.cumsum(gaps) - gaps[0] if n_total else gaps
-    else:
-        offsets = j * (1e9 / rate)
+    offsets = offsets_ns(n_total, rate, job.arrivals, job.seed)
     mine = np.isin(j % total_conns, np.asarray(job.conns, dtype=np.int64))
     keep = mine & (offsets < job.window_ns)
     times = t0 + np.round(offsets[keep]).astype(np.int64)
@@ -164,7 +175,7 @@ async def run_fanout(job, t0_source, sink):
         c.on_event = delivered
     pad = "x" * max(0, int(job.payload) - 40)
     t0 = await t0_source()
-    times = t0 + np.round(np.arange(n_triggers) * (1e9 / rate)).astype(np.int64)
+    times = uniform_times(t0, n_triggers, rate)
     m.intended[:m.used] = np.repeat(times, width)
     m.sent[:m.used] = m.intended[:m.used]  # the sender's own process overwrites its spans
     if sender is not None:
@@ -191,7 +202,7 @@ async def run_connect(job, t0_source, sink):
     n = int(rate * (job.warmup + job.duration))
     m = sink["m"] = Messages(n, extras=("tcp_ns", "upgrade_ns", "open_ns", "failed_stage"))
     t0 = await t0_source()
-    times = t0 + np.round(np.arange(n) * (1e9 / rate)).astype(np.int64)
+    times = uniform_times(t0, n, rate)
     stages = {"": 0, "tcp": 1, "upgrade": 2, "open": 3, "connect": 4}
     tasks = []
 

@@ -193,7 +193,7 @@ def walk(runner, step, server, workers, log_path, offset):
             resources = dict(server_cpu_pct=round(cpu, 1), server_rss_mb=round(rss, 1))
             row = recorder.summarize_messages(sub, probe_load(arrays), "websocket", resources,
                                               "lean", "; ".join(reasons))
-            summary.append(dict(row, held=alive, dropped=values["dropped"]))
+            summary.append(dict(row, **step.extra, held=alive, dropped=values["dropped"]))
             load = probe_load(arrays)
             runner.folder.samples(f"{step.index:05d}-{len(table):02d}",
                                   recorder.sample_rows(sub, arrays, load.t0, "websocket"))

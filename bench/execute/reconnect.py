@@ -54,6 +54,7 @@ def restart(step, server, workers):
                                    if never else ""]))
     row = recorder.summarize_messages(sub, Load(arrays, t_kill - 1, None), "websocket", {},
                                       "lean", note)
+    row.update(step.extra)  # scale-out and toggle columns, as every other step's rows
     row.update(restart_ms=round((t_ready - t_kill) / 1e6, 1),
                stop_ms=round((t_stopped - t_kill) / 1e6, 1), back=len(back), never_back=never,
                all_back_ms=round((max(back.values()) - t_kill) / 1e6, 1) if back and not never
