@@ -13,6 +13,7 @@ NAME, TITLE = "capacity", "capacity: probe latency and server RSS against connec
 
 
 def read(run_dir):
+    """capacity.csv of a run as a frame, or None when the run has no capacity rows."""
     path = os.path.join(run_dir, "capacity.csv")
     if not os.path.isfile(path):
         return None

@@ -53,6 +53,7 @@ def _held(row):
 
 
 def nodelay_blocks(data):
+    """The TCP_NODELAY section: each step without and with, side by side (none without pairs)."""
     found = pairs(data.aggregates, "server_nodelay")
     if not found:
         return []
@@ -74,6 +75,7 @@ def nodelay_blocks(data):
 
 
 def overhead_blocks(data):
+    """The profiler-overhead section: the same steps without and with py-spy attached."""
     found = pairs(data.aggregates, "profiled")
     if not found:
         return []
@@ -122,6 +124,7 @@ def where_time_went(top):
 
 
 def profile_blocks(data):
+    """Where the time went: top self-time functions per variant and every profiled step."""
     profiles, top = load_profiles(data.run_dir)
     if profiles.empty:
         return []

@@ -73,6 +73,7 @@ def cdf(data, scenario):
 
 
 def bar(ax, x, height, row, width, colour, alpha=1.0, err=None):
+    """One bar, hatched the way its row is flagged (driver-bound, invalid)."""
     hatch = style.STYLE[style.flag(row)][1]
     ax.bar(x, height, width, color=colour, alpha=alpha, hatch=hatch,
            edgecolor="black" if hatch else colour, linewidth=0.6,

@@ -66,6 +66,7 @@ def censored(row, metric):
 
 
 def label(row):
+    """A row's legend label: its series and any flags it carries."""
     f = flag(row)
     return (row["series"] + ("" if f == "ok" else f" [{f}]")
             + (" [unstable]" if row.get("unstable") else "")
@@ -81,6 +82,7 @@ class PlainLogFormatter(matplotlib.ticker.LogFormatter):
 
 
 def log_axis(ax, axis="y"):
+    """A log axis labelled with plain numbers, not powers of ten."""
     getattr(ax, f"set_{axis}scale")("log")
     fmt = PlainLogFormatter(labelOnlyBase=False, minor_thresholds=(1.5, 0.6))
     getattr(ax, f"{axis}axis").set_major_formatter(fmt)
@@ -88,12 +90,14 @@ def log_axis(ax, axis="y"):
 
 
 def ms_axis(ax, axis="y", log=True):
+    """A latency axis in ms (log unless asked otherwise)."""
     getattr(ax, f"set_{axis}label")("latency (ms)")
     if log:
         log_axis(ax, axis)
 
 
 def figure(n_panels, ncols=2, width=6.2, height=3.8):
+    """A constrained-layout figure with ``n_panels`` panels; [axes] of the visible ones."""
     ncols = max(1, min(ncols, n_panels))
     nrows = math.ceil(n_panels / ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows + 0.6),
@@ -132,6 +136,7 @@ def finish(fig, data, title, handles=None):
 
 
 def series_handles(rows, pal):
+    """Legend handles, one per series of ``rows``, in its colour."""
     return [Line2D([], [], color=pal[s], lw=2.5, label=s)
             for s in dict.fromkeys(rows.sort_values("series")["series"])]
 
