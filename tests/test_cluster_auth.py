@@ -323,3 +323,41 @@ def test_bad_cluster_input_is_one_line_and_exit_2_before_anything_binds(bench, a
     assert len(r.stderr.strip().splitlines()) == 1 and says in r.stderr, r.stderr
     assert not os.path.exists(tmp_path / "out") and time.monotonic() - t < 30
     assert "Traceback" not in r.stderr
+
+
+def test_the_seal_rules():
+    """Pure rules: what passes, and why each kind of bad message is dropped."""
+    token = secrets.token_hex(16)
+    master_end = Channel(token, "run-a", "master", "w1")
+    worker_end = Channel(token, None, "w1", "master")
+    challenge = master_end.seal("bench_challenge", {})
+    assert worker_end.open("bench_challenge", challenge) == ({}, None)
+    assert worker_end.session == "run-a"  # named by the master's challenge
+    assert worker_end.open("bench_challenge", challenge) == (None, "replayed")
+    hello = worker_end.seal("bench_hello", {"nonce": "x"})
+    assert master_end.open("bench_clock_reply", hello) == (None, "bad-mac")  # type is sealed
+    assert master_end.open("bench_hello", hello) == ({"nonce": "x"}, None)
+    master_end.bind("x")
+    worker_end.bind("x")
+    step = master_end.seal("bench_step", {"step": 1})
+    assert Channel(token, "run-a.x", "w2", "master").open("bench_step", step)[1] == "bad-mac"
+    assert Channel("another-token-123", None, "w1", "master").open("bench_step", step)[1] == \
+        "bad-mac"
+    assert worker_end.open("bench_step", dict(step, n=step["n"] + 1))[1] == "bad-mac"
+    assert worker_end.open("bench_step", step) == ({"step": 1}, None)
+    assert worker_end.open("bench_step", step) == (None, "replayed")
+    assert worker_end.open("bench_challenge", challenge) == (None, "other-session")
+    assert worker_end.open("bench_step", {"step": 1}) == (None, "unsigned")
+    assert worker_end.open("bench_step", None) == (None, "unsigned")
+
+
+def test_allow_lists():
+    from bench.distributed import allow_label, outside, parse_allow
+
+    assert outside([("127.0.0.1", 5000), ("::1", 1), ("localhost", 2)], None) is None
+    assert outside([("127.0.0.1", 5000), ("10.0.0.5", 5000)], None) == ("10.0.0.5", 5000)
+    allow = parse_allow("10.0.0.5:5000, Server.LAN ,[::1]:7")
+    assert allow_label(allow) == ["10.0.0.5:5000", "server.lan", "::1:7"]
+    assert outside([("10.0.0.5", 5000), ("server.lan", 1), ("::1", 7)], allow) is None
+    assert outside([("10.0.0.5", 5001)], allow) == ("10.0.0.5", 5001)
+    assert outside([("127.0.0.1", 5000)], allow) == ("127.0.0.1", 5000)  # the list replaces

@@ -255,14 +255,13 @@ class Worker:
 
     def on_message(self, environment, msg, **kwargs):
         t2 = time.time_ns()
+        data = msg.data if isinstance(msg.data, dict) else {}
         if msg.type == "bench_refused":  # unsigned on purpose: it is read with the wrong token
-            self.refused(f"the master at {self.master} refused this worker: "
-                         f"{(msg.data or {}).get('why')}")
+            self.refused(f"the master at {self.master} refused this worker: {data.get('why')}")
         if msg.type == "bench_challenge" and not self.challenge.ready():
             payload, why = self.link.open(msg.type, msg.data)
             if payload is None:  # still say hello (under its session) so the master refuses
-                self.link.session = (msg.data or {}).get("s") if isinstance(msg.data, dict) \
-                    else None
+                self.link.session = data.get("s")
             self.challenge.set(payload is not None)
             return
         payload, why = self.link.open(msg.type, msg.data)
