@@ -147,7 +147,7 @@ def test_capacity_steps_hold_idle_clients_that_answer_pings(bench, tmp_path, var
     summary = bench.summary(run_dir)
     probes = summary[(summary["scenario"] == "capacity") & (summary["repeat"] != "all")]
     assert sorted(probes["load_point"]) == ["100 connections", "300 connections"]
-    assert (probes["ok"] == probes["attempted"]).all()
+    assert (probes["ok"] == probes["attempted"]).all() and probes["server_nodelay"].all()
     res = pd.read_csv(os.path.join(run_dir, "resources.csv"))
     assert {"server", "driver"} <= set(res["role"])
 

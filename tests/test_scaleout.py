@@ -144,13 +144,15 @@ def test_wss_through_nginx(bench, variants_file, tmp_path):
     assert os.path.exists(os.path.join(folder, "cert.pem"))
 
 
-def test_capacity_through_the_scale_out(bench, variants_file, tmp_path):
+def test_capacity_and_reconnect_through_the_scale_out(bench, variants_file, tmp_path):
     """Idle clients are spread over every server of a scale-out (over nginx with wss), as
-    each server's own sockets show; the servers take the run's knobs."""
+    each server's own sockets show; the servers take the run's knobs; restarted, every server
+    comes back on its port and every client with it."""
     import pandas as pd
 
     r = bench.run("run", "--variants", "scaleout-redis,scaleout-redis-nginx", "--scenario",
-                  "capacity", "--max-connections", 24, "--duration", 1, "--repeats", 1,
+                  "capacity", "--max-connections", 24, "--scenario", "reconnect",
+                  "--connections", 24, "--duration", 1, "--repeats", 1,
                   "--ping-interval", 1, "--ping-timeout", 1, "--tls", "--variants-file",
                   variants_file, "--out", tmp_path, "--no-report", timeout=180)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -158,12 +160,18 @@ def test_capacity_through_the_scale_out(bench, variants_file, tmp_path):
     cap = pd.read_csv(os.path.join(run_dir, "capacity.csv")).set_index("variant")
     for variant in ("scaleout-redis", "scaleout-redis-nginx"):
         row = cap.loc[variant]
-        assert row["held"] == 24 and row["dropped"] == 0 and row["step_ok"], row["step_reason"]
+        assert row["held"] == 24 and row["dropped"] == 0 and row["ping_timeouts"] == 0, \
+            row["step_reason"]
         assert row["servers"] == 2 and row["ping_interval_ms"] == 1000
         per_server = [int(n) for n in row["clients_per_server"].split("/")]
         assert len(per_server) == 2 and min(per_server) > 0, row["clients_per_server"]
         assert row["probes"] > 0 and row["probes_lost"] == 0
     assert sum(map(int, cap.loc["scaleout-redis", "clients_per_server"].split("/"))) == 24
+    back = measured(bench.summary(run_dir), "reconnect").set_index("variant")
+    for variant in ("scaleout-redis", "scaleout-redis-nginx"):
+        row = back.loc[variant]
+        assert row["back"] == 24 and row["never_back"] == 0, row["note"]
+        assert row["servers"] == 2 and row["sessions_lost"] == 24
 
 
 # ------------------------------------------------------------------------------- bad input
