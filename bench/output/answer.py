@@ -2,7 +2,7 @@
 weakens the answer.
 
 Per scenario and load point, the fastest valid deployment, every deployment not shown
-materially slower than it (``verdicts.tied``), and the next one that is, with p50 and p99 and
+materially slower than it at p50 (``verdicts.tied``), and the next one that is, with p50 and p99 and
 their intervals in ms (3 significant digits). The banner lists what makes the run weaker than
 it looks: noisy steps, driver-bound rows, variants that served nothing, invalid rows, rows
 without an interval.

@@ -30,10 +30,11 @@ TEXT = dict(
           f"within {MATERIAL * 100:.0f} %, counts as “the same”; otherwise, or with no interval "
           f"({NO_INTERVAL}), the comparison is inconclusive. Driver-bound rows measure the "
           "driver and decide nothing. The same rule marks a regression in `compare`.",
-    answer="Fastest = lowest p50 among valid rows that are not driver-bound; “as fast” = not "
-           "shown materially slower on p50 and p99 (intervals apart and more than "
-           f"{MATERIAL * 100:.0f} % above); “next” = the fastest deployment that is. ms, "
-           "[95 % interval over repeats].",
+    answer="Fastest = lowest p50 among valid rows that are not driver-bound; “not separable” = "
+           "not shown materially slower at p50 (the p50 intervals overlap, lie within "
+           f"{MATERIAL * 100:.0f} %, or one is missing); “next” = the fastest deployment that "
+           "is, with its p50 and p99 as multiples of the fastest's. ms, [95 % interval over "
+           "repeats].",
     knees="A knee is the highest rate that met the SLO; bound `exact` when a higher step failed "
           "(the next step is the first failing rate), `lower` when the sweep never broke or "
           "broke only because the driver did, `none` when the first step failed.",
@@ -121,5 +122,4 @@ def context(data, charts):
         colours=colours, findings=found, tables=tables.scenario_tables(data),
         clients=findings.client_transport(data.aggregates),
         logs=logscan.log_summary(data.run_dir, data.aggregates["variant"].unique()),
-        explain=explain.items(data), text=TEXT, marking=plots.MARKING, charts=placed,
-        screenshot=SCREENSHOT)
+        explain=explain.items(data), text=TEXT, marking=plots.MARKING, charts=placed)

@@ -67,7 +67,7 @@ def judge_pair(a, b):
     return "inconclusive", why
 
 
-def brief(a, b, verdict):
+def brief(a, b):
     """One short clause for a badge's reason: the pair, where, and its p50s."""
     if not has_data(a) or not has_data(b):
         failed = a if not has_data(a) else b
@@ -113,7 +113,7 @@ def pair_evidence(agg, a_name, b_name):
         verdict, why = judge_pair(a, b)
         if verdict != "no data":
             out.append((verdict, f"{where(a)}: {a_name} vs {b_name} — {verdict}: {why}",
-                        brief(a, b, verdict)))
+                        brief(a, b)))
     return out
 
 
@@ -135,7 +135,8 @@ def badge(verdict):
     return verdict if verdict in ("verified", "refuted") else "inconclusive"
 
 
-def tied(rows, best):
-    """Rows that are not shown materially slower than ``best`` on p50 and p99 (incl. best)."""
-    return [r for r in rows if r.name == best.name or judge_pair(r, best)[0] != "verified"]
-
+def tied(rows, best, metric="p50"):
+    """Rows not shown materially slower than ``best`` on ``metric`` (``best`` included): the
+    intervals overlap, lie within 10 %, or one is missing."""
+    return [r for r in rows
+            if r.name == best.name or metric_verdict(r, best, metric)[0] != "worse"]
