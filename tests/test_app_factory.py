@@ -254,6 +254,8 @@ def test_app_env_reaches_the_servers_and_secrets_are_masked(bench, tmp_path):
     want = {"APP_ECHO": "visible", "API_TOKEN": "***", "DB_PASSWORD": "***"}
     assert meta["app_override"]["env"] == want
     assert meta["plan"]["options"]["app_env"] == want
+    assert "server environment APP_ECHO=visible, API_TOKEN=***, DB_PASSWORD=***" in \
+        meta["app_override"]["text"]   # what the report's Run table shows
 
 
 def flask_variants(bench):

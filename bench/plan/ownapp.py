@@ -307,7 +307,11 @@ def prepare(args, registry, variants, scenarios, target):
             "variant's async_mode (" + ", ".join(f"{n}: {f['async_mode']}"
                                                  for n, f in forced.items()) + ")"
             + (f" and the knobs {knobs}" if knobs else "")
-            + "; monkey patching happens before the app is imported")
+            + "; monkey patching happens before the app is imported"
+            + (f"; its requirements {requirements['file']} are layered onto every environment"
+               if requirements else "")
+            + ("; server environment " + ", ".join(f"{k}={v}" for k, v in
+                                                   masked(app_env).items()) if app_env else ""))
     extra["app_override"] = dict(app=args.app, declared_async_mode=declared,
                                  import_async_mode=info["async_mode"],
                                  declared_options=info["options"], per_variant=forced,
