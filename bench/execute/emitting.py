@@ -9,7 +9,6 @@ monotonic clock. Afterwards its actual send times replace the schedule's as the 
 import contextlib
 import json
 import os
-import subprocess
 import sys
 import time
 
@@ -17,7 +16,7 @@ import numpy as np
 
 from bench import paths
 from bench.execute import lifecycle
-from bench.execute.load import DriverError, read_line
+from bench.execute.load import DriverError, await_ready, read_line, spawn_piped
 
 EMITTER = os.path.join(paths.PACKAGE, "driver", "emitter.py")
 
@@ -72,13 +71,10 @@ def emitting(variant, deployment, step, room, workdir, cpus):
     job_path = os.path.join(workdir, "emitter.json")
     with open(job_path, "w") as f:
         json.dump(job, f)
-    proc = lifecycle.spawn([python_for(variant), EMITTER, job_path],
-                           log_path, cpus=cpus, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    proc = spawn_piped([python_for(variant), EMITTER, job_path], log_path, cpus)
     try:
-        line = read_line(proc, time.monotonic() + step.deadline + 15, log_path, offset,
-                         "while connecting to the queue")
-        if line != "ready":
-            raise DriverError(f"emitter said {line[:80]!r} instead of ready")
+        await_ready([proc], time.monotonic() + step.deadline + 15, log_path, offset,
+                    "while connecting to the queue", name="emitter")
         yield Emitter(proc, log_path, offset, out,
                       budget=step.warmup + step.duration + step.deadline + 15)
     finally:

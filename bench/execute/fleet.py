@@ -7,7 +7,6 @@ deadline.
 """
 import json
 import os
-import subprocess
 import sys
 import time
 
@@ -15,7 +14,7 @@ import numpy as np
 import psutil
 
 from bench.execute import lifecycle
-from bench.execute.load import DriverError, Load, read_line
+from bench.execute.load import DriverError, Load, await_ready, read_line, spawn_piped
 from bench.plan import limits
 
 GROW_MAX_S = 900.0          # the longest one capacity step may spend connecting
@@ -33,14 +32,10 @@ class Workers:
             for w in range(min(n, job.connections)):
                 path = os.path.join(workdir, f"capacity-{w}.json")
                 job.share(w, n, "").dump(path)
-                self.procs.append(lifecycle.spawn(
-                    [sys.executable, "-m", "bench.driver.capacity", path], self.log_path,
-                    cpus=cpus, stdin=subprocess.PIPE, stdout=subprocess.PIPE))
-            deadline = time.monotonic() + 30
-            for p in self.procs:
-                line = read_line(p, deadline, self.log_path, self.offset, "while starting")
-                if line != "ready":
-                    raise DriverError(f"driver said {line[:80]!r} instead of ready")
+                self.procs.append(spawn_piped(
+                    [sys.executable, "-m", "bench.driver.capacity", path], self.log_path, cpus))
+            await_ready(self.procs, time.monotonic() + 30, self.log_path, self.offset,
+                        "while starting")
         except BaseException:
             self.close()
             raise

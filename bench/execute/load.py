@@ -75,6 +75,23 @@ def read_line(proc, deadline, log_path, offset, what):
                               f"{lifecycle.stderr_note(log_path, offset)}")
 
 
+def spawn_piped(argv, log_path, cpus=None):
+    """A harness-driven process in its own group: commands in on stdin, answers out on
+    stdout, stderr to ``log_path``."""
+    return lifecycle.spawn(argv, log_path, cpus=cpus, stdin=subprocess.PIPE,
+                           stdout=subprocess.PIPE)
+
+
+def await_ready(procs, deadline, log_path, offset, what, name="driver"):
+    """Wait (until ``deadline``) for every process's ``ready`` line; else a DriverError that
+    says what it printed instead, with its stderr's error line."""
+    for p in procs:
+        line = read_line(p, deadline, log_path, offset, what)
+        if line != "ready":
+            raise DriverError(f"{name} said {line[:80]!r} instead of ready: "
+                              f"{lifecycle.stderr_note(log_path, offset)}")
+
+
 def _merge(paths):
     """Per-message arrays of several worker files, in intended-time order (None if none)."""
     parts = []
@@ -114,15 +131,10 @@ def run_load(job, workdir, workers=1, client="lean", on_start=None, start_at=Non
             job.share(w, workers, out).dump(job_path)
             argv = [sys.executable, "-m", WORKER_MODULES[client], job_path]
             outs.append(out)
-            procs.append(lifecycle.spawn(argv, log_path, cpus=cpus, stdin=subprocess.PIPE,
-                                         stdout=subprocess.PIPE))
+            procs.append(spawn_piped(argv, log_path, cpus))
         # handshakes go CONNECTS_IN_FLIGHT at a time: thousands take seconds
         connect_deadline = time.monotonic() + job.deadline + 15 + job.connections / 250
-        for p in procs:
-            line = read_line(p, connect_deadline, log_path, offset, "while connecting")
-            if line != "ready":
-                raise DriverError(f"driver said {line[:80]!r} instead of ready: "
-                                  f"{lifecycle.stderr_note(log_path, offset)}")
+        await_ready(procs, connect_deadline, log_path, offset, "while connecting")
         t0 = start_at() if start_at else time.monotonic_ns() + 100_000_000
         if on_start:
             on_start([p.pid for p in procs], t0)
