@@ -44,8 +44,9 @@ def reason(verdict, evidence):
 
 
 def judge(agg, spec):
-    """A claim judged on the aggregate rows: title, statement, verdict, badge, one-line
-    reason, and every comparison's line."""
+    """A claim judged on the aggregate rows: title, statement, verdict, badge class and its
+    label (verified, refuted, inconclusive, not testable, mixed), one-line reason, and every
+    comparison's line."""
     present = set(agg["variant"])
     evidence = [e for a, b in spec["pairs"] if a in present and b in present
                 for e in verdicts.pair_evidence(agg, a, b)]
@@ -57,8 +58,10 @@ def judge(agg, spec):
         verdict = verdicts.overall(evidence)
         why = counts(evidence) + " comparison(s)."
         line = reason(verdict, evidence)
+    badge = verdicts.badge(verdict)
+    label = verdict if verdict in (badge, "not testable") else "mixed"
     return dict(title=spec["title"], short=spec["short"], statement=spec["statement"],
-                verdict=verdict, badge=verdicts.badge(verdict), reason=line, why=why,
+                verdict=verdict, badge=badge, label=label, reason=line, why=why,
                 evidence=[t for _, t, _ in evidence])
 
 
