@@ -171,6 +171,8 @@ def build_parser():
     cmp_.add_argument("--threshold", type=positive_float, default=0.10,
                       help="relative change that counts as a regression (0.10)")
     cmp_.add_argument("--force", action="store_true", help="compare incomparable runs anyway")
+    cmp_.add_argument("--junit", metavar="FILE", help="write the comparison as JUnit XML (one "
+                      "case per compared row, failed when it regressed)")
 
     wp = sub.add_parser("worker", help="a load machine of a distributed run: serve the "
                         "master's steps until it ends the run")
@@ -470,7 +472,11 @@ def cmd_compare(args):
     from bench.output import comparison
     if not 0 < args.threshold < 10:
         raise UsageError(f"--threshold must be in (0, 10), got {args.threshold:g}")
-    return comparison.run(args.base, args.new, threshold=args.threshold, force=args.force)
+    from bench.output import junit
+    if args.junit:
+        junit.check_writable(args.junit)
+    return comparison.run(args.base, args.new, threshold=args.threshold, force=args.force,
+                          junit_path=args.junit)
 
 
 def cmd_envs(args):

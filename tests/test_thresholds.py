@@ -20,9 +20,10 @@ def slow_echo(tmp_path_factory):
         yield f"http://{server.host}:{server.port}"
 
 
-def gate_run(bench, url, out, *gates):
+def gate_run(bench, url, out, *gates, repeats=1):
     return bench.run("run", "--target", url, "--scenario", "echo", "--warmup", 0.2,
-                     "--duration", 0.6, "--repeats", 1, "--out", out, "--no-report", *gates)
+                     "--duration", 0.6, "--repeats", repeats, "--out", out, "--no-report",
+                     *gates)
 
 
 def cases(path):
@@ -75,3 +76,23 @@ def test_bad_gates_are_one_line_and_exit_2_before_anything_starts(bench, tmp_pat
     assert says in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert "Traceback" not in proc.stderr
     assert not os.listdir(tmp_path)  # refused before a results folder existed
+
+
+def test_compare_writes_junit_with_the_regressed_row_failed(bench, slow_echo, tmp_path):
+    fast_log = str(tmp_path / "fast.log")
+    argv = lambda port: [sys.executable, "-m", "bench.driver.refserver", str(port)]  # noqa: E731
+    with lifecycle.serving(argv, fast_log, ready_timeout=30) as fast:
+        base = gate_run(bench, f"http://{fast.host}:{fast.port}", tmp_path / "base", repeats=3)
+    assert base.returncode == 0, base.stderr
+    new = gate_run(bench, slow_echo, tmp_path / "new", repeats=3)  # intervals need repeats
+    assert new.returncode == 0, new.stderr
+    (base_dir,), (new_dir,) = bench.run_dirs(tmp_path / "base"), bench.run_dirs(tmp_path / "new")
+    junit = tmp_path / "compare.xml"
+    proc = bench.run("compare", base_dir, new_dir, "--force", "--junit", junit)
+    assert proc.returncode == 1, proc.stderr      # 2 ms of service more per echo: a regression
+    suite, judged = cases(junit)
+    assert suite.get("failures") == "1" and len(judged) == 1
+    failure = ET.parse(junit).getroot().find(".//failure").get("message")
+    assert failure.startswith("REGRESSION")
+    bad = bench.run("compare", base_dir, new_dir, "--junit", tmp_path / "no" / "c.xml")
+    assert bad.returncode == 2 and "does not exist" in bad.stderr

@@ -10,7 +10,7 @@ import os
 import numpy as np
 
 from bench.analysis import compare, reader
-from bench.output import templating
+from bench.output import junit, templating
 from bench.output.formatting import ms, row_flags, short
 from bench.output.plots import style
 from bench.output.plots.style import plt
@@ -20,8 +20,9 @@ REGRESSION_COLOUR = "#D55E00"
 BASE_COLOUR, NEW_COLOUR = "0.45", "#0072B2"
 
 
-def run(base_dir, new_dir, threshold=0.10, force=False):
-    """Compare two results folders, write compare.md, .html and .png into NEW; 1 on regression."""
+def run(base_dir, new_dir, threshold=0.10, force=False, junit_path=None):
+    """Compare two results folders, write compare.md, .html and .png into NEW (and JUnit XML,
+    one case per compared row, when asked); 1 on regression."""
     base, new, rows, only_base, only_new, differences = compare.comparison(
         base_dir, new_dir, threshold, force)
     rows = sorted(rows, key=lambda r: not r["regression"])        # regressions first, stable
@@ -35,6 +36,10 @@ def run(base_dir, new_dir, threshold=0.10, force=False):
     atomic_write(os.path.join(new_dir, "compare.md"), templating.render("compare.md.j2", ctx))
     ctx["chart_uri"] = "data:image/png;base64," + base64.b64encode(png.getvalue()).decode()
     atomic_write(os.path.join(new_dir, "compare.html"), templating.render("compare.html.j2", ctx))
+    if junit_path:
+        junit.write(junit_path, "socketio-bench compare",
+                    [junit.Case(_name(r["key"]), "compare", r["verdict"] if r["regression"]
+                                else "") for r in rows])
     return 1 if any(r["regression"] for r in rows) else 0
 
 
