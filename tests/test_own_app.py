@@ -1,4 +1,4 @@
-"""Your own app (#13): ``--app``, ``--scenario-file`` and the server knobs, end to end.
+"""Your own app: ``--app``, ``--scenario-file`` and the server knobs, end to end.
 
 Real servers (the example chat app, which has no ``echo``) under a threading, a gevent and an
 eventlet variant; the driver speaks the app's own events. Bad input is one line and exit 2."""
