@@ -87,6 +87,16 @@ def test_the_installed_package_puts_no_top_level_servers_on_sys_path(installed, 
     assert version.returncode == 0 and version.stdout.startswith("socketio-bench ")
 
 
+def test_init_writes_a_loadable_scenario_file_in_the_project(installed, project):
+    from bench.plan import traffic
+
+    done = run_installed(installed, project, "init", "--app", "app.py:app", "--out", "new.toml")
+    assert done.returncode == 0, done.stderr[-3000:]
+    written = traffic.load(str(project / "new.toml"))
+    assert [m["event"] for m in written["messages"]] == ["render"]
+    assert written["messages"][0]["reply"] == "ack"   # the handler returns a value
+
+
 @pytest.mark.slow
 def test_a_project_folder_is_measured_and_gated_by_the_installed_command(installed, project):
     junit = project / "gates.xml"
