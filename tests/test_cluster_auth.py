@@ -207,6 +207,9 @@ def test_replayed_altered_and_spoofed_messages_are_dropped_and_counted(
         peer.send(peer.frame("bench_result", forged.seal("bench_result", {"step": 1})))
         peer.send(peer.frame("bench_result", link.seal("bench_result", {"step": 1}),
                              node="someone-else"))  # speaking for another node
+        sealed = link.seal("bench_result", {"step": 1})
+        peer.send(peer.frame("bench_result", dict(sealed, mac="\u00e9" * 64)))  # non-ASCII mac
+        peer.send(peer.frame("bench_result", dict(sealed, s=sealed["s"].encode())))  # bin session
         time.sleep(0.5)
         good = worker(bench, port, "--cluster-token-file", path)
         procs.append(good)
@@ -220,8 +223,8 @@ def test_replayed_altered_and_spoofed_messages_are_dropped_and_counted(
     (run_dir,) = bench.run_dirs(str(tmp_path / "dist"))
     dist = bench.meta(run_dir)["distributed"]
     assert dist["dropped"]["wire-peer-1"] == {"replayed": 1, "bad-mac": 2, "other-session": 2,
-                                              "spoofed-node": 1}, dist["dropped"]
-    assert dist["dropped_total"] == 6 and not dist["refused"]  # it passed its hello
+                                              "spoofed-node": 1, "unsigned": 2}, dist["dropped"]
+    assert dist["dropped_total"] == 8 and not dist["refused"]  # it passed its hello
     assert [w["pid"] for w in dist["workers"]] == [good.pid]   # never clocked: never admitted
     row = measured_row(bench, run_dir)
     assert row["attempted"] == row["ok"] == int(RATE * DURATION)
@@ -349,6 +352,24 @@ def test_the_seal_rules():
     assert worker_end.open("bench_challenge", challenge) == (None, "other-session")
     assert worker_end.open("bench_step", {"step": 1}) == (None, "unsigned")
     assert worker_end.open("bench_step", None) == (None, "unsigned")
+    again = master_end.seal("bench_step", {"step": 2})
+    for bad in (dict(again, mac="\u00e9" * 64), dict(again, mac=again["mac"].upper()),
+                dict(again, s=again["s"].encode()), dict(again, s={"a": 1})):
+        assert worker_end.open("bench_step", bad) == (None, "unsigned")  # dropped, not raised
+    assert worker_end.open(b"bench_step", again) == (None, "unsigned")
+    assert worker_end.open("bench_step", again) == ({"step": 2}, None)
+
+
+def test_the_token_leaves_the_environment_once_read(monkeypatch, tmp_path):
+    """What the harness spawns after reading the token (servers, drivers) cannot inherit it."""
+    from bench.distributed.seal import load_token
+
+    token = secrets.token_hex(32)
+    monkeypatch.setenv(ENV_VAR, token)
+    assert load_token(None) == token and ENV_VAR not in os.environ
+    other, path = token_file(tmp_path)
+    monkeypatch.setenv(ENV_VAR, token)
+    assert load_token(path) == other and ENV_VAR not in os.environ  # the file wins
 
 
 def test_allow_lists():

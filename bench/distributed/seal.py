@@ -14,15 +14,21 @@ import hashlib
 import hmac
 import json
 import os
+import re
 
 from bench.errors import UsageError
 
 ENV = "BENCH_CLUSTER_TOKEN"
 MIN_TOKEN_CHARS = 16
+MAC = re.compile(r"[0-9a-f]{64}")
 
 
 def load_token(path):
-    """The token from ``--cluster-token-file`` (``path``) or ``BENCH_CLUSTER_TOKEN``, or None."""
+    """The token from ``--cluster-token-file`` (``path``) or ``BENCH_CLUSTER_TOKEN``, or None.
+
+    The variable leaves this process's environment once read, so the servers and drivers the
+    harness spawns never inherit it; the engine is handed the token explicitly."""
+    from_env = os.environ.pop(ENV, "").strip()
     if path:
         try:
             with open(path, encoding="utf-8") as f:
@@ -31,7 +37,7 @@ def load_token(path):
             raise UsageError(f"--cluster-token-file: cannot read {path}: "
                              f"{getattr(exc, 'strerror', None) or exc}") from None
     else:
-        token, origin = os.environ.get(ENV, "").strip(), ENV
+        token, origin = from_env, ENV
         if not token:
             return None
     if len(token) < MIN_TOKEN_CHARS or "\n" in token:
@@ -71,13 +77,17 @@ class Channel:
         """(payload, None) for a message that passes; (None, reason) for one to drop."""
         try:
             session, n, body, mac = data["s"], data["n"], data["body"], data["mac"]
-            valid = isinstance(n, int) and isinstance(body, str) and isinstance(mac, str)
+            valid = isinstance(n, int) and isinstance(body, str) and isinstance(mac, str) \
+                and isinstance(session, (str, type(None))) and MAC.fullmatch(mac) is not None
         except (TypeError, KeyError):
             valid = False
         if not valid:
             return None, "unsigned"
-        if not hmac.compare_digest(mac, _mac(self.key, session, self.peer, self.me, n, kind,
-                                             body)):
+        try:
+            expected = _mac(self.key, session, self.peer, self.me, n, kind, body)
+        except (TypeError, ValueError):  # e.g. a body with lone surrogates, an unnamed type
+            return None, "unsigned"
+        if not hmac.compare_digest(mac, expected):
             return None, "bad-mac"
         if self.session is None:
             self.session = session  # the challenge: it names the master's run
@@ -86,7 +96,10 @@ class Channel:
         if n <= self.seen:
             return None, "replayed"
         self.seen = n
-        return json.loads(body), None
+        try:
+            return json.loads(body), None
+        except ValueError:  # sealed by a peer holding the token, yet not JSON
+            return None, "unsigned"
 
     def bind(self, worker_nonce):
         """From the worker's hello on, both directions are bound to its own nonce as well."""
