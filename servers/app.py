@@ -1,6 +1,6 @@
 """The one Flask-SocketIO app every variant serves, so only the deployment differs.
 
-Handlers (the contract in DESIGN.md):
+Handlers (the contract in docs/DESIGN.md):
   echo       acks its argument unchanged
   join       joins the room named in ``{"room": ...}``, acks True
   broadcast  emits ``broadcast`` with its argument to ``data["room"]``, acks True

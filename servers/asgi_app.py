@@ -1,7 +1,7 @@
 """The same four handlers as servers/app.py on python-socketio's AsyncServer, as an ASGI app.
 
 ``uvicorn servers.asgi_app:app --loop uvloop --http httptools``: the stack a user might pick
-instead of Flask. Handlers (the contract in DESIGN.md):
+instead of Flask. Handlers (the contract in docs/DESIGN.md):
   echo       acks its argument unchanged
   join       enters the room named in ``{"room": ...}``, acks True
   broadcast  emits ``broadcast`` with its argument to ``data["room"]``, acks True

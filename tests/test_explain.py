@@ -1,4 +1,4 @@
-"""Issue 15 against real servers at small size: TCP_NODELAY pairs and the Nagle detector, py-spy
+"""Causes, against real servers at small size: TCP_NODELAY pairs and the Nagle detector, py-spy
 profiles of the measured window, and the options' bad input. Ratios, never absolute times."""
 import json
 import os

@@ -1,4 +1,4 @@
-"""Production variants (issue 11 A): each single-server production variant through the real CLI
+"""Production variants: each single-server production variant through the real CLI
 in its own uv environment, the registry's new keys, the environments and their locks, and the
 faults: a gunicorn worker that never becomes ready, an unknown worker class.
 

@@ -1,4 +1,4 @@
-"""Each scenario of issue 3 against a real server at small size: the rows, the extra columns,
+"""Each scenario against a real server at small size: the rows, the extra columns,
 knees.csv, and that the scenario's own mechanism really ran (deliveries, stages, blockers)."""
 import os
 

@@ -11,7 +11,7 @@ from bench.plan import registry
 pytestmark = pytest.mark.slow
 
 DEFAULT = registry.load().groups["default"]
-# Transports the design's facts predict (DESIGN.md, "Facts the design rests on"). Not
+# Transports the design's facts predict (docs/DESIGN.md, "Facts the design rests on"). Not
 # listed: flask-run-gevent (the design expects polling; with gevent 26 + simple-websocket,
 # Werkzeug serves WebSocket after patch_all, so only "measured" is asserted for it) and
 # seed-app-run (eventlet mode on Werkzeug without monkey patching: WebSocket gets HTTP 500

@@ -51,7 +51,7 @@ def execute(registry, steps, options, run_dir, progress, app=None, target=None, 
         folder.meta["distributed"] = workers.meta  # updated in place as steps run
     prepare_environments(registry, steps, folder.meta)
     folder.meta.update({k: options[k] for k in ("app_override", "server_knobs", "scenario_file")
-                        if options.get(k)})  # the user's app, knobs and traffic (#13)
+                        if options.get(k)})  # the user's app, knobs and traffic
     folder.start()
     if runner_.driver_cpus:
         os.sched_setaffinity(0, runner_.driver_cpus)

@@ -1,6 +1,6 @@
 """The user's own traffic (``--scenario-file PATH``): parse and strictly validate the TOML.
 
-The format is fixed in DESIGN.md ("The user's own traffic"); keys may be added, never renamed:
+The format is fixed in docs/DESIGN.md ("The user's own traffic"); keys may be added, never renamed:
 
     namespace = "/"                        # optional
     [connect]                              # optional: auth payload, URL query, HTTP headers
