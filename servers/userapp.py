@@ -66,17 +66,21 @@ def parse_call(text, spec):
     """The literal arguments of ``(...)`` in a factory spec; nothing in it is evaluated."""
     try:
         node = ast.parse("f" + text, mode="eval").body
-    except SyntaxError:
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
         raise AppError(f"--app {spec}: the factory call is not valid Python") from None
     if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Name):
         raise AppError(f"--app {spec}: expected one call like create_app('prod')")
+    names = [k.arg for k in node.keywords if k.arg is not None]
+    repeated = next((n for i, n in enumerate(names) if n in names[:i]), None)
+    if repeated:
+        raise AppError(f"--app {spec}: the keyword {repeated!r} is given twice")
     try:
         if any(isinstance(a, ast.Starred) for a in node.args) or \
                 any(k.arg is None for k in node.keywords):
             raise ValueError
         return ([ast.literal_eval(a) for a in node.args],
                 {k.arg: ast.literal_eval(k.value) for k in node.keywords})
-    except ValueError:
+    except (ValueError, TypeError, SyntaxError, RecursionError, MemoryError):
         raise AppError(f"--app {spec}: the factory's arguments must be literals (strings, "
                        "numbers, lists, dicts, True/False/None)") from None
 

@@ -197,6 +197,10 @@ def test_init_reads_the_example_app_with_its_requirement_and_env(bench, tmp_path
      "--app-requirements: no such file '/nonexistent/req.txt'"),
     ("factory-call-not-python", ["--app", "examples.factory_app:create_app('x'"],
      "--app must look like"),
+    ("factory-argument-unhashable", ["--app", "examples.factory_app:create_app({[1]: 2})"],
+     "the factory's arguments must be literals"),
+    ("factory-keyword-twice", ["--app", "examples.factory_app:create_app(x=1, x=2)"],
+     "the keyword 'x' is given twice"),
 ])
 def test_bad_app_input_is_one_line(bench, tmp_path, case, args, needle):
     r = bench.run("run", "--out", tmp_path, "--no-report", *args, timeout=300)
