@@ -3,11 +3,14 @@ and the scenario file ``bench init`` writes from its handlers.
 
 Apps are written to tmp_path (or examples/factory_app) and imported by real child
 interpreters; runs start real variant servers. Bad input is one line and exit 2."""
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -140,6 +143,52 @@ def test_factory_arguments_are_literals_never_evaluated(tmp_path):
     r = userapp("check", spec, env={"APP_ECHO": "x"})
     assert r.returncode == 2 and "must be literals" in r.stderr, r.stderr
     assert not marker.exists()
+
+
+SPAWNING_APP = '''
+import subprocess
+import sys
+
+from flask import Flask
+from flask_socketio import SocketIO
+
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+with open(PID_FILE, "w") as f:
+    f.write(str(child.pid))
+app = Flask(__name__)
+socketio = SocketIO(app)
+
+
+@socketio.on("echo")
+def echo(data):
+    return data
+'''
+
+
+def test_what_the_app_import_starts_is_stopped_with_the_check(tmp_path):
+    """The check's child is the leader of its own process group, killed once it answered."""
+    import psutil
+
+    from bench.plan.ownapp import check_app
+
+    pid_file = tmp_path / "child.pid"
+    app = write_app(tmp_path, SPAWNING_APP.replace("PID_FILE", repr(str(pid_file))))
+    info = check_app(app + ":app")
+    pid = int(pid_file.read_text())
+    try:
+        assert info["events"] == {"/": ["echo"]}
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and psutil.pid_exists(pid) and \
+                psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+            time.sleep(0.1)
+        gone = not psutil.pid_exists(pid) or psutil.Process(pid).status() == \
+            psutil.STATUS_ZOMBIE
+        assert gone, "the app's own child outlived the check"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 # --------------------------------------------------------------------------- bench init

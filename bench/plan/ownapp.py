@@ -23,6 +23,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 
 from bench import ROOT
 from bench.errors import UsageError
@@ -187,24 +188,32 @@ def check_app(spec, python=None, env=None, command="check"):
     async mode and options); UsageError with its one line when it cannot be used; None when
     importing it outlasts the servers' ready deadline (the steps then say what it did).
     ``python``: the interpreter (the app's layered environment); ``env``: ``--app-env``."""
-    from bench.execute.lifecycle import ready_timeout_default
+    from bench.execute import lifecycle
 
     argv = [python or sys.executable, os.path.join(ROOT, "servers", "userapp.py"), command,
             spec]
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, cwd=os.getcwd(),
-                              env=dict(os.environ, **(env or {})),
-                              timeout=min(CHECK_TIMEOUT_S, ready_timeout_default()))
-    except subprocess.TimeoutExpired:
-        print(f"bench: --app {spec}: importing it did not finish within the ready deadline; "
-              "not inspected", file=sys.stderr, flush=True)
-        return None
-    lines = [ln for ln in done.stderr.splitlines() if ln.strip()]
-    if done.returncode != 0:
-        last = lines[-1] if lines else f"the check exited with code {done.returncode}"
+    with tempfile.TemporaryDirectory(prefix="bench-app-check-") as folder:
+        err_path, out_path = os.path.join(folder, "stderr"), os.path.join(folder, "stdout")
+        with open(out_path, "wb") as out:
+            proc = lifecycle.spawn(argv, err_path, env=dict(os.environ, **(env or {})),
+                                   stdout=out)
+        try:  # its own process group: whatever the app's import starts goes with it
+            code = proc.wait(timeout=min(CHECK_TIMEOUT_S, lifecycle.ready_timeout_default()))
+        except subprocess.TimeoutExpired:
+            print(f"bench: --app {spec}: importing it did not finish within the ready "
+                  "deadline; not inspected", file=sys.stderr, flush=True)
+            return None
+        finally:
+            lifecycle.kill_group(proc, grace=1.0)
+        with open(out_path, encoding="utf-8", errors="replace") as out, \
+                open(err_path, encoding="utf-8", errors="replace") as err:
+            stdout, stderr = out.read(), err.read()
+    lines = [ln for ln in stderr.splitlines() if ln.strip()]
+    if code != 0:
+        last = lines[-1] if lines else f"the check exited with code {code}"
         raise UsageError(last.strip())
     try:
-        return json.loads(done.stdout.strip().splitlines()[-1])
+        return json.loads(stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
         raise UsageError(f"--app {spec}: the app printed something unexpected on import") \
             from None
