@@ -14,6 +14,7 @@ import time
 
 import pytest
 
+from bench.errors import UsageError
 from bench.plan import traffic
 from tests.test_bad_input import assert_one_line_usage_error
 
@@ -255,6 +256,18 @@ def test_bad_app_input_is_one_line(bench, tmp_path, case, args, needle):
     r = bench.run("run", "--out", tmp_path, "--no-report", *args, timeout=300)
     assert_one_line_usage_error(r, needle)
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("connect", ['auth = { token = "{seq}" }', 'query = { id = "x{seq}" }',
+                                     'headers = { "X-{seq}" = "1" }'])
+def test_seq_in_the_connect_table_is_refused_in_one_line(tmp_path, connect):
+    """The connection is not a measured message: "{seq}" there would go out as literal text."""
+    path = tmp_path / "t.toml"
+    path.write_text(f'[connect]\n{connect}\n\n[[messages]]\nevent = "echo"\nargs = ["{{seq}}"]\n')
+    with pytest.raises(UsageError) as caught:
+        traffic.load(str(path))
+    assert "\"{seq}\" belongs in [[messages]] only" in str(caught.value)
+    assert "line 2" in str(caught.value) and "\n" not in str(caught.value)
 
 
 def test_a_requirement_that_cannot_be_installed_is_named_before_any_server(bench, tmp_path):

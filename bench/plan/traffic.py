@@ -167,6 +167,11 @@ def validate(data, path="scenario.toml", text=""):
     if "auth" in connect and not isinstance(connect["auth"], dict):
         c.fail("connect.auth", "must be a table (the Socket.IO auth payload)", "connect",
                key="auth")
+    for key in sorted(CONNECT):
+        if has_seq(connect.get(key)):
+            c.fail(f"connect.{key}", "\"{seq}\" belongs in [[messages]] only (the connection "
+                   "is not a measured message, so there is no message id to give)", "connect",
+                   key=key)
     setup = data.get("setup", [])
     messages = data.get("messages", [])
     for name, items in (("setup", setup), ("messages", messages)):
