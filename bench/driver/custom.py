@@ -255,6 +255,19 @@ async def run_setup(conns, plan, timeout):
     await asyncio.gather(*(one(c) for c in conns))
 
 
+def fifo_linger_s(plan, m, job):
+    """How long in-order matching stays connected after its last reply: long enough for a
+    reply in surplus to arrive (three times the slowest reply seen, at least 0.25 s, at most
+    the deadline); 0 when no message is matched in order."""
+    if not plan.by_fifo:
+        return 0.0
+    n = m.used
+    answered = m.received[:n] > 0
+    slowest = float((m.received[:n][answered] - m.intended[:n][answered]).max()) / 1e9 \
+        if answered.any() else 0.0
+    return min(job.deadline, max(0.25, 3 * slowest))
+
+
 async def run_custom(job, t0_source, sink):
     """Connect, set up, run the open or closed loop over the user's events, settle, close."""
     m = sink["m"] = lean.Messages(job.max_messages, extras=("message",))
@@ -273,6 +286,6 @@ async def run_custom(job, t0_source, sink):
     else:
         await lean.closed_loop(conns, m, None, t0, t0 + job.window_ns, m.conn.shape[0],
                                job.spin)
-    await lean.settle_and_close(m, conns, job)
+    await lean.settle_and_close(m, conns, job, linger_s=fifo_linger_s(plan, m, job))
     m.counters["replies"] = tally.as_dict()  # the done line carries it
     return m

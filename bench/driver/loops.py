@@ -115,13 +115,17 @@ async def block_calls(conn, spec, t0, end_ns):
         at += interval
 
 
-async def settle_and_close(m, conns, job):
+async def settle_and_close(m, conns, job, linger_s=0.0):
     """Wait for outstanding replies until the last message's deadline, then end the rest by
-    the one settle rule (bench/driver/store.py) and close every connection."""
+    the one settle rule (bench/driver/store.py) and close every connection. ``linger_s``: stay
+    connected that long once nothing is outstanding, so replies in surplus still arrive and
+    are counted (in-order matching shifted by an unprompted reply leaves exactly one over)."""
     last_intended = int(m.intended[:m.used].max()) if m.used else mono()
     until = max(mono(), last_intended + m.deadline_ns)
     await wait_for_replies(lambda: any(c.outstanding > 0 and c.alive for c in conns), until,
                            job.spin)
+    if linger_s > 0:
+        await asyncio.sleep(linger_s)
     store.settle(m, store.liveness(conns))
     for c in conns:
         c.close()

@@ -13,7 +13,9 @@
 // plus the shape of Flask-SocketIO's example app: every connection is greeted with
 // my_response {data: "Connected", count: 0}; my_event emits my_response {data, count} back;
 // my_late_event emits an unprompted my_response at once and the real one 50 ms later (a reply
-// name the server also uses for other things, while a message waits).
+// name the server also uses for other things, while a message waits); my_once_event answers
+// with my_once_reply after 20 ms, and the first time on a socket also once at once, unprompted
+// (one surplus reply: matched in order, every later match is shifted by one).
 //
 // Namespace "/chat": a user's app with auth, query and headers checked at connect
 // (auth.token "bench-secret", query client=bench, header x-client: bench, else refused),
@@ -71,6 +73,12 @@ io.on("connection", (socket) => {
     count += 1;
     socket.emit("my_response", { data: "unprompted", count });
     setTimeout(() => socket.emit("my_response", { data: message.data, count }), 50);
+  });
+  let once = true;
+  socket.on("my_once_event", (message) => {
+    if (once) socket.emit("my_once_reply", { data: "unprompted" });
+    once = false;
+    setTimeout(() => socket.emit("my_once_reply", { data: message.data }), 20);
   });
 });
 
