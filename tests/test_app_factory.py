@@ -283,6 +283,19 @@ def test_a_requirement_that_cannot_be_installed_is_named_before_any_server(bench
     assert not (tmp_path / "out").exists() or os.listdir(tmp_path / "out") == []
 
 
+def test_a_dry_run_says_what_it_would_layer_and_installs_nothing(bench, tmp_path):
+    req = tmp_path / "requirements.txt"
+    req.write_text("no-such-dist-for-bench-tests==0.0.1\n")
+    r = bench.run("run", "--dry-run", "--app", FACTORY, "--app-env", "SECRET_KEY=x",
+                  "--app-requirements", req, "--variants", "socketio-run-threading",
+                  "--out", tmp_path / "out", timeout=120)
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    (line,) = [ln for ln in r.stderr.splitlines() if "would layer" in ln]
+    assert str(req) in line and "no-such-dist-for-bench-tests" in line, line
+    assert "socketio-run-threading" in line and "cannot install" not in r.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_without_its_requirements_the_app_is_refused_in_one_line(bench, tmp_path):
     """The layer is what lets the app import markdown: an empty requirements file instead of
     the one beside the app leaves it out."""

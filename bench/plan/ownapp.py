@@ -124,7 +124,8 @@ def layer_requirements(args, registry):
     environments.use_app_requirements(found)
     if not found:
         return {}
-    build_layer(harness_environment(registry), None)
+    if not getattr(args, "dry_run", False):  # a dry run installs nothing
+        build_layer(harness_environment(registry), None)
     return dict(file=found, how=how, names=environments.app_requirement_names())
 
 
@@ -289,7 +290,15 @@ def prepare(args, registry, variants, scenarios, target):
     if not variants:
         raise UsageError("--app: no variant of this group can serve a Flask app")
     requirements = layer_requirements(args, registry)
-    info = check_app(args.app, environments.python(harness_environment(registry)), app_env)
+    harness = harness_environment(registry)
+    unbuilt = bool(requirements) and not environments.is_built(harness)  # a dry run's
+    if requirements and getattr(args, "dry_run", False):
+        print(f"bench: --dry-run: would layer {requirements['file']} ("
+              f"{', '.join(requirements['names']) or 'no named distributions'}) onto the "
+              "environments of " + ", ".join(variants) + ("; the app is not imported before "
+                                                          "they are built" if unbuilt else ""),
+              file=sys.stderr, flush=True)
+    info = None if unbuilt else check_app(args.app, environments.python(harness), app_env)
     if info is None:
         info = dict(async_mode="not inspected", declared_async_mode="not inspected",
                     options={}, events={}, namespaces="*")
@@ -302,7 +311,7 @@ def prepare(args, registry, variants, scenarios, target):
                 raise UsageError(f"--app {args.app} has no {missing[0]!r} handler, which the "
                                  f"{scenario} scenario sends; describe your own traffic with "
                                  "--scenario-file (see examples/chat.toml)")
-    if requirements:
+    if requirements and not getattr(args, "dry_run", False):
         build_variant_layers(requirements, registry, variants)
     if refused:
         print(f"bench: --app skips {', '.join(n for n, _ in refused)} (fixed code, not your "
