@@ -226,3 +226,8 @@ def test_one_unprompted_reply_shifting_in_order_matching_is_caught(bench, node_s
     assert seq["unsolicited"] == 1, seq["note"]
     assert fifo["unsolicited"] == 1, (fifo["note"], fifo["ok"], fifo["attempted"])
     assert not fifo["valid"] and "ambiguous" in fifo["note"]
+    (fifo_dir,) = bench.run_dirs(str(tmp_path / "fifo"))
+    report = bench.run("report", fifo_dir, timeout=120)
+    assert report.returncode == 0, report.stderr[-2000:]
+    with open(os.path.join(fifo_dir, "report.md")) as f:
+        assert "fifo · 1 unsolicited" in f.read()   # the report says how replies matched

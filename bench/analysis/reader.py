@@ -35,12 +35,13 @@ BOOLS = ("valid", "driver_bound", "unstable", "noisy", "binary", "server_nodelay
 INTS = ("attempted", "ok", "errors", "timeouts", "connections", "repeats", "repeats_failed",
         "broadcasts")
 TEXT = ("variant", "scenario", "load_point", "transport", "client", "note", "hdr", "hdr_service",
-        "censored", "ci_method", "recipient", "mix")
+        "censored", "ci_method", "recipient", "mix", "reply_match", "pushed")
 FLOATS = ("target_rate", "achieved_rate", "sent_rate", "p50_us", "p90_us", "p99_us", "p999_us",
           "p9999_us", "max_us", "mean_us", "server_cpu_pct", "server_rss_mb", "driver_cpu_pct",
           "p50_ci_low", "p50_ci_high", "p99_ci_low", "p99_ci_high", "send_lag_p50_us",
           "send_lag_p99_us", "recv_wait_p50_us", "recv_wait_p99_us", "driver_share",
-          "steal_pct", "load_avg", "p99_cv", "p50_cv", "payload_bytes", "duration_s", "reach")
+          "steal_pct", "load_avg", "p99_cv", "p50_cv", "payload_bytes", "duration_s", "reach",
+          "unsolicited")
 # Which numeric column holds a load point's number, by the scenario record's load unit
 # (scenarios the table does not know fall back to the rate, then connections).
 UNIT_COLUMN = {"connections": "connections", "members": "connections", "size": "payload_bytes",

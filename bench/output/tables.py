@@ -41,6 +41,17 @@ def metadata(data):
     return rows
 
 
+def replies(row):
+    """How a row of the user's traffic matched its replies and what else the server sent:
+    ``seq · 9 unsolicited · pushed message=3``."""
+    said = [row["reply_match"] or "–"]
+    if row["unsolicited"] == row["unsolicited"] and row["unsolicited"]:
+        said.append(f"{int(row['unsolicited'])} unsolicited")
+    if row["pushed"]:
+        said.append(f"pushed {row['pushed'].replace(';', ', ')}")
+    return " · ".join(said)
+
+
 def scenario_tables(data):
     """Per scenario: the table of its aggregate rows (fastest first in each panel) and each
     distinct note message once per variant."""
@@ -50,9 +61,10 @@ def scenario_tables(data):
     for scenario in data.scenarios():
         rows = agg[agg["scenario"] == scenario]
         extra = [e for e in splits(rows) if (rows[e] != rows["load_point"]).any()]
+        matched = (rows["reply_match"] != "").any()   # the user's traffic: how replies matched
         headers = ["variant", "load point", *extra, *varied, "transport", "achieved msg/s",
                    "p50 ms", "p99 ms", "interval", "p99.9 ms", "max ms", "ok %",
-                   "driver share", "censored", "flags"]
+                   "driver share", "censored", *(["replies"] if matched else []), "flags"]
         table, noted = [], []
         for _, group in panels(rows):
             for _, r in group.sort_values("p50_us", na_position="last").iterrows():
@@ -62,7 +74,8 @@ def scenario_tables(data):
                               "–" if pd.isna(r["achieved_rate"]) else f"{r['achieved_rate']:,.0f}",
                               value_text(r, "p50"), value_text(r, "p99"), interval_method(r),
                               value_text(r, "p999"), ms(r["max_us"]), okp,
-                              share(r["driver_share"]), r["censored"] or "–", flags(r)])
+                              share(r["driver_share"]), r["censored"] or "–",
+                              *([replies(r)] if matched else []), flags(r)])
                 noted.append(dict(variant=r["variant"], note=r["note"], where=where(r)))
         out.append(dict(name=scenario, headers=headers, rows=table,
                         numeric=[h.endswith((" ms", "msg/s", " %", "share")) for h in headers],
