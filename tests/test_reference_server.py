@@ -176,22 +176,29 @@ def test_example_app_scenario_files_against_node(bench, node_server, tmp_path):
 
 
 
-def test_seq_gives_true_latency_where_in_order_matching_is_fooled(bench, node_server, tmp_path):
-    """my_late_event: an unprompted my_response at once, the real one 50 ms later. Matched in
-    order, the unprompted one is taken as the reply (latency far below 50 ms) and the row is
-    flagged; matched by {seq}, every latency is at least the 50 ms the server waited."""
+def by_id_and_in_order(bench, url, tmp_path, event, reply):
+    """``event`` with reply ``event:REPLY``, closed loop on one connection, once with "{seq}"
+    and once without: {"seq"|"fifo": (the measured row, its ok latencies)}."""
     rows = {}
     for name, data in (("seq", "{seq}"), ("fifo", "x")):
         toml = tmp_path / f"{name}.toml"
-        toml.write_text(f'[[messages]]\nevent = "my_late_event"\nargs = [{{ data = "{data}" }}]'
-                        '\nreply = "event:my_response"\n')
-        r = bench.run("run", "--target", node_server, "--scenario-file", toml, "--scenario",
+        toml.write_text(f'[[messages]]\nevent = "{event}"\nargs = [{{ data = "{data}" }}]'
+                        f'\nreply = "event:{reply}"\n')
+        r = bench.run("run", "--target", url, "--scenario-file", toml, "--scenario",
                       "echo", "--connections", "1", "--out", tmp_path / name, "--quick",
                       "--duration", "1", "--warmup", "0.2", "--no-report", timeout=60)
         assert r.returncode == 0, r.stderr[-3000:]
         run_dir, summary = measured_rows(bench, tmp_path / name)
         samples = bench.samples(run_dir)
         rows[name] = (summary.iloc[0], samples[samples["outcome"] == "ok"]["latency_us"])
+    return rows
+
+
+def test_seq_gives_true_latency_where_in_order_matching_is_fooled(bench, node_server, tmp_path):
+    """my_late_event: an unprompted my_response at once, the real one 50 ms later. Matched in
+    order, the unprompted one is taken as the reply (latency far below 50 ms) and the row is
+    flagged; matched by {seq}, every latency is at least the 50 ms the server waited."""
+    rows = by_id_and_in_order(bench, node_server, tmp_path, "my_late_event", "my_response")
     seq, seq_latency = rows["seq"]
     fifo, fifo_latency = rows["fifo"]
     assert seq["valid"] and seq["ok"] >= 5, seq["note"]
@@ -207,18 +214,7 @@ def test_one_unprompted_reply_shifting_in_order_matching_is_caught(bench, node_s
     Closed loop, in order: every message is completed by its predecessor's reply and the one
     in surplus arrives after the last message; the driver stays connected for it, so the row
     says its matching is ambiguous. By {seq}: every latency is at least 20 ms."""
-    rows = {}
-    for name, data in (("seq", "{seq}"), ("fifo", "x")):
-        toml = tmp_path / f"{name}.toml"
-        toml.write_text(f'[[messages]]\nevent = "my_once_event"\nargs = [{{ data = "{data}" }}]'
-                        '\nreply = "event:my_once_reply"\n')
-        r = bench.run("run", "--target", node_server, "--scenario-file", toml, "--scenario",
-                      "echo", "--connections", "1", "--out", tmp_path / name, "--quick",
-                      "--duration", "1", "--warmup", "0.2", "--no-report", timeout=60)
-        assert r.returncode == 0, r.stderr[-3000:]
-        run_dir, summary = measured_rows(bench, tmp_path / name)
-        samples = bench.samples(run_dir)
-        rows[name] = (summary.iloc[0], samples[samples["outcome"] == "ok"]["latency_us"])
+    rows = by_id_and_in_order(bench, node_server, tmp_path, "my_once_event", "my_once_reply")
     seq, seq_latency = rows["seq"]
     fifo, _ = rows["fifo"]
     # libuv stamps timers with its loop time, up to 1 ms stale: a 20 ms timer may fire at 19
