@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from bench.analysis import nagle
-from bench.cli import build_parser
+from bench.options import build_parser
 from bench.errors import UsageError
 from bench.plan import steps as plan
 
