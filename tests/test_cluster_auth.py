@@ -13,6 +13,7 @@ import msgpack
 import pytest
 import zmq
 
+from bench import __version__
 from bench.distributed.seal import Channel
 from bench.execute import lifecycle
 from test_distributed import (DURATION, RATE, finish, measured_row, refserver,  # noqa: F401
@@ -118,7 +119,7 @@ def bindable(port):
     return True
 
 
-def join(peer, token):
+def join(peer, token, version=__version__):
     """Locust's join, then the bench handshake: the challenge, a hello sealed with ``token``."""
     peer.send(peer.frame("client_ready", importlib.metadata.version("locust")))
     peer.recv("ack", timeout=60)
@@ -127,7 +128,7 @@ def join(peer, token):
     payload, why = link.open("bench_challenge", peer.recv("bench_challenge", timeout=10))
     assert payload == {} and why is None, why  # the master proved it holds the token
     hello = peer.frame("bench_hello", link.seal("bench_hello", dict(
-        host="wire-peer", pid=os.getpid(), drivers=1, nonce="n0nce")))
+        host="wire-peer", pid=os.getpid(), drivers=1, nonce="n0nce", harness_version=version)))
     peer.send(hello)
     link.bind("n0nce")
     return link, hello
@@ -230,6 +231,36 @@ def test_replayed_altered_and_spoofed_messages_are_dropped_and_counted(
     assert row["attempted"] == row["ok"] == int(RATE * DURATION)
 
 
+def test_a_worker_of_another_harness_version_is_refused_in_one_line(
+        bench, refserver, tmp_path):  # noqa: F811
+    token, path = token_file(tmp_path)
+    port = lifecycle.free_port()
+    m = master(bench, refserver, tmp_path / "dist", port, "--cluster-token-file", path)
+    peer, procs = WirePeer(port, "wire-peer-old"), [m]
+    try:
+        join(peer, token, version="0.0.0-older")  # holds the token: only its version is wrong
+        why = peer.recv("bench_refused", timeout=30)["why"]
+        assert "0.0.0-older" in why and __version__ in why, why
+        good = worker(bench, port, "--cluster-token-file", path)
+        procs.append(good)
+        (_, m_err), = finish(bench, [m], timeout=120)
+        assert m.returncode == 0, m_err[-3000:]
+        finish(bench, [good], timeout=30)
+    finally:
+        peer.close()
+        for p in procs:
+            bench.kill(p)
+    lines = [ln for ln in m_err.splitlines() if "refused worker" in ln]
+    assert len(lines) == 1 and "wire-peer-old" in lines[0] and "0.0.0-older" in lines[0], m_err
+    (run_dir,) = bench.run_dirs(str(tmp_path / "dist"))
+    dist = bench.meta(run_dir)["distributed"]
+    (refused,) = dist["refused"]
+    assert refused["node"] == "wire-peer-old" and "harness version" in refused["why"]
+    assert [w["pid"] for w in dist["workers"]] == [good.pid]  # never given a share
+    row = measured_row(bench, run_dir)
+    assert row["attempted"] == row["ok"] == int(RATE * DURATION)
+
+
 def test_the_worker_drops_and_counts_what_fails_the_check(bench, tmp_path):
     token, path = token_file(tmp_path)
     port = lifecycle.free_port()
@@ -255,6 +286,12 @@ def test_the_worker_drops_and_counts_what_fails_the_check(bench, tmp_path):
         step = link.seal("bench_step", {"step": 1, "job": {"targets": [["127.0.0.1", 1]]}})
         step["body"] = step["body"].replace('"127.0.0.1"', '"127.0.0.2"')
         wire.send(node, msgpack.dumps(("bench_step", step, node)))  # altered in transit
+        newer = link.seal("bench_step", {"step": 2, "job": dict(
+            targets=[], source_addresses=[], cpus=[], conns=[], from_a_newer_harness=1)})
+        wire.send(node, msgpack.dumps(("bench_step", newer, node)))  # a Job it cannot build
+        result, why = link.open("bench_result", wire.recv("bench_result", timeout=30)[0])
+        assert why is None and result["step"] == 2 and not result["ok"], (why, result)
+        assert "cannot read the step" in result["error"], result
         time.sleep(1.0)
         wire.send(node, msgpack.dumps(("quit", None, node)))
         (_, err), = finish(bench, [w], timeout=30)
@@ -263,7 +300,7 @@ def test_the_worker_drops_and_counts_what_fails_the_check(bench, tmp_path):
         for p in procs:
             bench.kill(p)
     assert w.returncode == 0, err
-    assert "served 0 steps; dropped 3 messages from the master that failed the check " \
+    assert "served 1 steps; dropped 3 messages from the master that failed the check " \
         "(bad-mac: 1, other-session: 1, replayed: 1)" in err, err
     assert "Traceback" not in err
 

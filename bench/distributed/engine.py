@@ -21,6 +21,7 @@ cannot speak for another, but a process on the network can still make a worker l
 Lines in (stdin, from the harness on this machine), one JSON object each:
   ``{"op": "send", "type": T, "data": D, "to": NODE}``  (``to``: master side only)
   ``{"op": "clock", "to": NODE}``  (master: measure that worker's clock offset now)
+  ``{"op": "refuse", "to": NODE, "why": ..}``  (master: refuse a worker that passed the check)
   ``{"op": "quit"}``  (end: the master tells every worker to quit)
 Stdin closing means the harness is gone: the engine quits the same way.
 
@@ -205,6 +206,12 @@ class Master:
                     self.send(op["to"], op["type"], op.get("data"))
                 elif op["op"] == "clock" and op.get("to") in self.trusted:
                     gevent.spawn(self.clock, op["to"])
+                elif op["op"] == "refuse" and op.get("to") in self.trusted:
+                    # the harness refused a worker that passed the token check (its version)
+                    self.trusted.discard(op["to"])
+                    self.refused.add(op["to"])
+                    self.runner.send_message("bench_refused", {"why": op.get("why")},
+                                             client_id=op["to"])
                 elif op["op"] == "quit":
                     break
         finally:

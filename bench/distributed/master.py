@@ -37,6 +37,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
+from bench import __version__
 from bench.distributed import DistributedError, is_loopback
 from bench.distributed.bridge import Engine, EngineGone, unpack
 from bench.distributed.seal import fingerprint
@@ -193,18 +194,17 @@ class Coordinator:
         elif kind == "dropped":
             self.dropped.setdefault(node, Counter())[ev.get("why")] += 1
         elif kind == "refused":
-            claims = ev.get("claims") or {}
-            self.refused[node] = dict(node=node, why=ev.get("why"), claimed_host=claims.get(
-                "host"), claimed_pid=claims.get("pid"), claimed_token_fingerprint=claims.get(
-                "token_fingerprint"), refused_utc=results.utc_now().isoformat())
-            print(f"bench: refused worker {node} (says host {claims.get('host')}, pid "
-                  f"{claims.get('pid')}; unverified): {ev.get('why')}; this master's token: "
-                  f"{fingerprint(self.token) or 'none'}", file=sys.stderr, flush=True)
+            self._refuse(node, ev.get("why"), ev.get("claims") or {}, "unverified")
         elif kind == "message":
             data = ev["data"] or {}
             w = self.workers.setdefault(node, WorkerInfo(node))
             w.dropped_by_worker = data.get("dropped") or w.dropped_by_worker
-            if ev["type"] == "bench_hello":
+            if ev["type"] == "bench_hello" and data.get("harness_version") != __version__:
+                why = (f"the worker runs harness version {data.get('harness_version')}, this "
+                       f"master {__version__}: install the same version on both")
+                self._refuse(node, why, data, "verified")
+                self.engine.send(op="refuse", to=node, why=why)
+            elif ev["type"] == "bench_hello":
                 w.host, w.pid, w.drivers = (data.get(k) for k in ("host", "pid", "drivers"))
                 w.token_fingerprint = data.get("token_fingerprint")
                 w.allowed_targets = list(data.get("allowed_targets") or ())
@@ -212,6 +212,16 @@ class Coordinator:
             else:
                 self.inbox.append(ev)
         self._refresh_meta()
+
+    def _refuse(self, node, why, claims, checked):
+        """Record and say (one line) why ``node`` never joins this run."""
+        self.refused[node] = dict(node=node, why=why, claimed_host=claims.get("host"),
+                                  claimed_pid=claims.get("pid"),
+                                  claimed_token_fingerprint=claims.get("token_fingerprint"),
+                                  refused_utc=results.utc_now().isoformat())
+        print(f"bench: refused worker {node} (says host {claims.get('host')}, pid "
+              f"{claims.get('pid')}; {checked}): {why}; this master's token: "
+              f"{fingerprint(self.token) or 'none'}", file=sys.stderr, flush=True)
 
     def _refresh_meta(self):
         records = []

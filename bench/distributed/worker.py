@@ -23,6 +23,7 @@ import time
 from collections import Counter
 from dataclasses import replace
 
+from bench import __version__
 from bench.distributed import allow_label, outside
 from bench.distributed.bridge import Engine, EngineGone, pack
 from bench.distributed.seal import fingerprint
@@ -83,7 +84,7 @@ def serve(master, drivers=1, connect_timeout=60.0, master_timeout=10.0, workdir=
         engine.send(op="send", type="bench_hello",
                     data=dict(host=socket.gethostname(), pid=os.getpid(), drivers=drivers,
                               token_fingerprint=fingerprint(token),
-                              allowed_targets=allow_label(allow)))
+                              allowed_targets=allow_label(allow), harness_version=__version__))
         if ev.get("verified"):  # else the refusal (one line) follows
             say(f"connected to the master at {host}:{port} as {ev['node']} ({mine}; targets "
                 f"allowed: {', '.join(allow_label(allow))})")
@@ -123,8 +124,16 @@ def dropped_note(dropped):
 
 
 def run_step(engine, data, workdir, drivers, cpus, allow, dropped):
-    sid = data["step"]
-    job = replace(job_from_dict(data["job"]), cpus=cpus, spin=False)
+    """Run one share of a step and send its result (a step it cannot read fails, reported)."""
+    sid = data.get("step") if isinstance(data, dict) else None
+    try:
+        job = replace(job_from_dict(data["job"]), cpus=cpus, spin=False)
+    except (TypeError, KeyError, ValueError) as exc:
+        line = f"step {sid}: failed: this worker cannot read the step ({type(exc).__name__}: {exc})"
+        say(line)
+        engine.send(op="send", type="bench_result",
+                    data=dict(step=sid, ok=False, error=line[:400], dropped=dict(dropped)))
+        return
     bad = outside(job.targets, allow)
     if bad:
         line = (f"refused step {sid}: target {bad[0]}:{bad[1]} is outside --allow-target "
