@@ -51,6 +51,7 @@ def parse_hostport(text, option, allow_remote=True):
 
 
 def is_loopback(host):
+    """Whether ``host`` is this machine's loopback (where binding and loading need no token)."""
     if host == "localhost":
         return True
     try:

@@ -83,6 +83,7 @@ def pack(arrays):
 
 
 def unpack(text):
+    """Per-message arrays sent as base64 ``.npz`` text, as a dict (None for empty text)."""
     if not text:
         return None
     with np.load(io.BytesIO(base64.b64decode(text))) as data:

@@ -86,6 +86,7 @@ class WorkerInfo:
 
 
 def job_from_dict(data):
+    """A worker's Job back from its JSON form (tuples where the Job keeps tuples)."""
     data = dict(data)
     data["targets"] = tuple(tuple(t) for t in data["targets"])
     for key in ("source_addresses", "cpus", "conns"):
@@ -146,6 +147,7 @@ def counted_share(job, arrays, t0):
 
 
 def merge(parts):
+    """The workers' per-message arrays of one step as one set (None when none came back)."""
     if not parts:
         return None
     keys = set.intersection(*(set(p) for p in parts))

@@ -33,6 +33,7 @@ from bench.plan.job import Outcome
 
 
 def say(text):
+    """One line on stderr, prefixed so a user can tell the worker's lines from others'."""
     print(f"bench worker: {text}", file=sys.stderr, flush=True)
 
 
@@ -59,6 +60,7 @@ def receive(engine, deadline, dropped):
 
 def serve(master, drivers=1, connect_timeout=60.0, master_timeout=10.0, workdir=None,
           cpus=(), token=None, allow=None):
+    """Join ``master`` and run every step share it sends until it ends the run."""
     host, port = master
     keep = workdir is not None
     workdir = workdir or tempfile.mkdtemp(prefix="bench-worker-")
@@ -117,6 +119,7 @@ def serve(master, drivers=1, connect_timeout=60.0, master_timeout=10.0, workdir=
 
 
 def dropped_note(dropped):
+    """The messages this worker's check dropped, as words for its last line ("" for none)."""
     if not dropped:
         return ""
     return (f"; dropped {sum(dropped.values())} messages from the master that failed the "

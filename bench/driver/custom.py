@@ -245,6 +245,7 @@ async def setup_one(conn, plan, index, timeout):
 
 
 async def run_setup(conns, plan, timeout):
+    """Every connection's [[setup]] events, each ack awaited, before the clock starts."""
     async def one(conn):
         for i, (event, _) in enumerate(plan.setup):
             try:
