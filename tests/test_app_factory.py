@@ -346,7 +346,7 @@ def flask_variants(bench):
     available = [line.split()[0] for line in listed.splitlines()
                  if line.startswith("  ") and line.split()[1:2] in (["ready"], ["buildable"])]
     return [n for n in available if n in reg.variants and not ownapp.fixed_code_reason(
-        reg.variants[n]) and "queue" not in reg.variants[n].topology]
+        reg.variants[n])]
 
 
 @pytest.mark.slow

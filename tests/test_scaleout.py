@@ -321,3 +321,29 @@ def test_nginx_killed_mid_step(bench, variants_file, tmp_path):
     s = bench.samples(run_dir)
     late = s[(s["phase"] == "measure") & (s["intended_ns"] > s["intended_ns"].max() - 1e9)]
     assert set(late["outcome"]) == {"disconnect"}
+
+
+def test_the_users_app_scales_out_through_the_queue(bench, variants_file, tmp_path):
+    """--app on a scale-out: the user's chat app on 2 servers gets the variant's Redis
+    message_queue, so a message relayed to the room reaches members on the other server too
+    (without the queue, about half of the relays would be missing)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    scenario = tmp_path / "relay.toml"
+    scenario.write_text('namespace = "/chat"\n[connect]\nauth = { token = "bench-secret" }\n'
+                        'query = { client = "bench" }\nheaders = { "X-Client" = "bench" }\n'
+                        '[[setup]]\nevent = "join"\nargs = [{ room = "lobby" }]\n'
+                        '[[messages]]\nevent = "send_message"\n'
+                        'args = [{ room = "lobby", text = "hi" }]\nreply = "ack"\n')
+    conns = 6
+    r = bench.run("run", "--app", os.path.join(root, "examples", "chat_app.py") + ":app",
+                  "--scenario-file", scenario, "--variants", "scaleout-redis", "--scenario",
+                  "rate", "--rate", 60, "--connections", conns, "--quick", "--duration", 1.5,
+                  "--variants-file", variants_file, "--out", tmp_path / "out", "--no-report",
+                  timeout=240)
+    assert r.returncode == 0, r.stderr[-3000:]
+    run_dir, = bench.run_dirs(str(tmp_path / "out"))
+    row = measured(bench.summary(run_dir), "rate").iloc[0]
+    assert row["ok"] > 0 and row["ok"] == row["attempted"], row["note"]
+    sends = len(bench.samples(run_dir))                 # warm-up and measured messages
+    pushed = dict(p.split("=") for p in str(row["pushed"]).split(";"))
+    assert int(pushed["message"]) >= 0.9 * sends * (conns - 1), (pushed, sends)

@@ -171,9 +171,6 @@ def serving_variant(variant, log_path, cpus=None, options=None, env=None):
     n = server_count(variant, options)
     if not 1 <= n <= MAX_SERVERS:
         raise lifecycle.NotReady(f"--servers must be in [1, {MAX_SERVERS}], got {n}")
-    if app:
-        raise lifecycle.NotReady("--app with a scale-out variant is not supported: the "
-                                 "harness must give SocketIO its message_queue")
     base, _ = os.path.splitext(log_path)
     proxy = topology(variant).get("proxy")
     with contextlib.ExitStack() as stack:
@@ -184,7 +181,8 @@ def serving_variant(variant, log_path, cpus=None, options=None, env=None):
         parts = [("redis", redis)]
         for i in range(n):
             server = stack.enter_context(lifecycle.serving(
-                lambda port: queued.argv(port, knobs=knobs), log_path, cpus=cpus, env=env))
+                lambda port: queued.argv(port, app=app, knobs=knobs), log_path, cpus=cpus,
+                env=env))
             parts.append((f"server {i + 1}/{n}", server))
         backends = [(s.host, s.port) for _, s in parts[1:]]
         if proxy == "nginx":
