@@ -1,7 +1,7 @@
 """Driver loop for the user's own traffic (``--scenario-file``, parsed by bench/plan/traffic.py).
 
-It rides lean.py's machinery unchanged: the same connections (with the file's namespace, auth,
-query and headers), the same per-message arrays, the same open and closed loops, settle and
+It rides the lean driver's machinery unchanged: the same connections (with the file's namespace,
+auth, query and headers), the same per-message arrays, the same open and closed loops, settle and
 deadline. Two things are the user's: what a connection sends (``send_message`` picks one of the
 file's ``[[messages]]`` by weight, from a generator seeded per connection) and how a reply is
 recognised (a frame handler that understands namespaced packets):
@@ -32,7 +32,10 @@ import json
 import random
 import re
 
-from bench.driver import lean, protocol
+from bench.driver import protocol
+from bench.driver.connection import connect, mono, source_for, url_for
+from bench.driver.loops import closed_loop, open_loop, open_schedule, settle_and_close
+from bench.driver.store import UNSENT, Messages
 from bench.plan.traffic import SEQ, expand, has_seq
 
 SETUP_BASE = 1 << 40  # setup acks use ids far above any message index
@@ -84,7 +87,7 @@ class Tally:
         (self.unsolicited if name in self.plan.replies else self.pushed)[name] += 1
 
     def early(self, _conn, text, _now):
-        """lean.connect's ``on_event`` before ``attach``: nothing is waiting yet."""
+        """connection.connect's ``on_event`` before ``attach``: nothing is waiting yet."""
         packet = protocol.parse_packet(text)
         if packet is not None and packet[1] == self.plan.namespace:
             self.count(event_name(packet[4]))
@@ -143,7 +146,7 @@ def attach(conn, plan, seed, observer=None, tally=None):
     extras = m.extras.get("message")
 
     def waiting_here(k, name):
-        return (0 <= k < m.used and m.conn[k] == conn.index and m.outcome[k] == lean.UNSENT
+        return (0 <= k < m.used and m.conn[k] == conn.index and m.outcome[k] == UNSENT
                 and m.sent[k] > 0 and extras is not None
                 and plan.messages[extras[k]][1] == name)
 
@@ -164,7 +167,7 @@ def attach(conn, plan, seed, observer=None, tally=None):
             conn._acked(k, now)
 
     def on_frame(transport, frame):
-        now = lean.mono()
+        now = mono()
         kind = frame.msg_type
         if kind == WSMsgType.BINARY:
             if conn.binary_pending is not None:
@@ -271,22 +274,22 @@ def fifo_linger_s(plan, m, job):
 
 async def run_custom(job, t0_source, sink):
     """Connect, set up, run the open or closed loop over the user's events, settle, close."""
-    m = sink["m"] = lean.Messages(job.max_messages, extras=("message",))
+    m = sink["m"] = Messages(job.max_messages, extras=("message",))
     m.deadline_ns = int(job.deadline * 1e9)
     plan = Plan(job.traffic, pad=job.traffic.get("pad"))
     tally = Tally(plan)
     conns = await asyncio.gather(*(
-        lean.connect(lean.url_for(job, i), i, m, job.deadline, source=lean.source_for(job, i),
+        connect(url_for(job, i), i, m, job.deadline, source=source_for(job, i),
                      on_event=tally.early, **plan.connect) for i in job.conns))
     for c in conns:
         attach(c, plan, job.seed, tally=tally)
     await run_setup(conns, plan, job.deadline)
     t0 = await t0_source()
     if job.kind == "open":
-        await lean.open_loop(conns, m, lean.open_schedule(job, t0), None, job.spin)
+        await open_loop(conns, m, open_schedule(job, t0), None, job.spin)
     else:
-        await lean.closed_loop(conns, m, None, t0, t0 + job.window_ns, m.conn.shape[0],
+        await closed_loop(conns, m, None, t0, t0 + job.window_ns, m.conn.shape[0],
                                job.spin)
-    await lean.settle_and_close(m, conns, job, linger_s=fifo_linger_s(plan, m, job))
+    await settle_and_close(m, conns, job, linger_s=fifo_linger_s(plan, m, job))
     m.counters["replies"] = tally.as_dict()  # the done line carries it
     return m

@@ -14,6 +14,7 @@ from bench.output.plots.blocking import blocking
 from bench.output.plots.claims import claim
 from bench.output.plots.fanout import fanout
 from bench.output.plots.latency import bars, cdf, spectrum
+from bench.output.plots.nodelay import nodelay
 from bench.output.plots.style import MARKING, plt
 from bench.output.plots.sweep import knee_bars, knees_per_variant, throughput
 from bench.output.plots.timeseries import resources, timeline
@@ -43,9 +44,8 @@ def charts(data):
         out.append((f"timeline-{scenario}", f"{scenario}: latency over time",
                     functools.partial(timeline, data, scenario)))
     out.append(("resources", "resources: CPU and RSS", functools.partial(resources, data)))
-    from bench.output import explain  # TCP_NODELAY pairs; None without pairs
     out.append(("nodelay", "TCP_NODELAY: without and with",
-                functools.partial(explain.nodelay_chart, data)))
+                functools.partial(nodelay, data)))  # None without pairs
     return out
 
 
