@@ -212,11 +212,7 @@ def test_replayed_altered_and_spoofed_messages_are_dropped_and_counted(
         peer.send(peer.frame("bench_result", dict(sealed, mac="\u00e9" * 64)))  # non-ASCII mac
         peer.send(peer.frame("bench_result", dict(sealed, s=sealed["s"].encode())))  # bin session
         time.sleep(0.5)
-        good = worker(bench, port, "--cluster-token-file", path)
-        procs.append(good)
-        (_, m_err), = finish(bench, [m], timeout=120)
-        assert m.returncode == 0, m_err[-3000:]
-        finish(bench, [good], timeout=30)
+        good, m_err = end_with_a_good_worker(bench, port, path, m, procs)
     finally:
         peer.close()
         for p in procs:
@@ -231,6 +227,16 @@ def test_replayed_altered_and_spoofed_messages_are_dropped_and_counted(
     assert row["attempted"] == row["ok"] == int(RATE * DURATION)
 
 
+def end_with_a_good_worker(bench, port, token_path, m, procs):
+    """A worker holding the right token joins; the run ends. (that worker, master's stderr)"""
+    good = worker(bench, port, "--cluster-token-file", token_path)
+    procs.append(good)
+    (_, m_err), = finish(bench, [m], timeout=120)
+    assert m.returncode == 0, m_err[-3000:]
+    finish(bench, [good], timeout=30)
+    return good, m_err
+
+
 def test_a_worker_of_another_harness_version_is_refused_in_one_line(
         bench, refserver, tmp_path):  # noqa: F811
     token, path = token_file(tmp_path)
@@ -241,11 +247,7 @@ def test_a_worker_of_another_harness_version_is_refused_in_one_line(
         join(peer, token, version="0.0.0-older")  # holds the token: only its version is wrong
         why = peer.recv("bench_refused", timeout=30)["why"]
         assert "0.0.0-older" in why and __version__ in why, why
-        good = worker(bench, port, "--cluster-token-file", path)
-        procs.append(good)
-        (_, m_err), = finish(bench, [m], timeout=120)
-        assert m.returncode == 0, m_err[-3000:]
-        finish(bench, [good], timeout=30)
+        good, m_err = end_with_a_good_worker(bench, port, path, m, procs)
     finally:
         peer.close()
         for p in procs:
