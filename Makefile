@@ -9,14 +9,17 @@ STAMP  := $(VENV)/.installed
 LOCK   := servers/locks/harness.txt
 ARGS   ?=
 
-.PHONY: bench smoke test calibrate soak soak-driver clean-venv
+.PHONY: bench smoke test calibrate soak soak-driver findings clean-venv
 
-$(STAMP): pyproject.toml $(LOCK)
+$(STAMP): pyproject.toml $(LOCK) bench/driver/page/package-lock.json
 	@command -v $(PYTHON) >/dev/null || { echo "make: $(PYTHON) not found (need Python 3.11)" >&2; exit 2; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet "$$(grep -m1 '^uv==' $(LOCK))"
 	$(VENV)/bin/uv pip install --quiet --python $(PY) -r $(LOCK)
 	$(VENV)/bin/uv pip install --quiet --python $(PY) --no-deps -e .
+	@# --client browser: socket.io-client from its committed lock (optional: needs npm)
+	@if command -v npm >/dev/null; then npm ci --no-audit --no-fund --silent --prefix bench/driver/page; \
+	else echo "make: npm not found: --client browser stays unavailable (apt install npm)"; fi
 	touch $(STAMP)
 
 bench: $(STAMP)
@@ -27,6 +30,10 @@ smoke: $(STAMP)
 
 calibrate: $(STAMP)
 	$(PY) -m bench calibrate $(ARGS)
+
+# the README's generated findings, rewritten from their committed runs in results/reference/
+findings: $(STAMP)
+	$(PY) -m bench.output.readme_tables $(ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest $(ARGS)

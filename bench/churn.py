@@ -27,7 +27,8 @@ import numpy as np
 
 from bench import machine
 from bench.errors import UsageError
-from bench.execute import deployment, lifecycle
+from bench import processes
+from bench.execute import deployment
 from bench.execute.fleet import Workers
 from bench.plan import limits, registry
 from bench.plan.job import Job
@@ -117,8 +118,8 @@ def soak_one(variant, args, work, log):
                 if ready:
                     line = proc.stdout.readline().decode(errors="replace").strip()
                     if not line:
-                        raise RuntimeError(f"driver {lifecycle.exit_description(proc.poll())}"
-                                           f": {lifecycle.stderr_note(workers.log_path)}")
+                        raise RuntimeError(f"driver {processes.exit_description(proc.poll())}"
+                                           f": {processes.stderr_note(workers.log_path)}")
                     reply = json.loads(line)
                 rss, _, fds = machine.tree_usage(server.pids)
                 samples.append((round(time.monotonic() - t0, 2), rss, fds, workers.rss_mb()))
@@ -167,7 +168,7 @@ def main(argv=None):
                     continue
                 try:
                     result, samples = soak_one(variant, args, work, log)
-                except (RuntimeError, lifecycle.NotReady) as exc:
+                except (RuntimeError, processes.NotReady) as exc:
                     results.append(dict(variant=variant.name, grew=None, verdict=str(exc)[:300]))
                     log(f"{variant.name}: failed: {exc}")
                     continue
@@ -178,7 +179,7 @@ def main(argv=None):
         print("bench.churn: interrupted", file=sys.stderr)
         return 130
     finally:
-        lifecycle.kill_all_groups()
+        processes.kill_all_groups()
     if args.out and rows:
         import pandas as pd
         os.makedirs(args.out, exist_ok=True)

@@ -9,13 +9,22 @@ import os
 import signal
 import sys
 
-from bench.execute import deployment, lifecycle
+from bench import processes
+from bench.execute import deployment, verify
 from bench.plan import steps as plan
 from bench.plan import registry
 from bench.plan.scenarios import SCENARIOS
 from bench.errors import ResultsWriteError, UsageError
 from bench.options import build_parser
 from bench.distributed import DistributedError
+
+
+CLIENT_DESCRIPTIONS = {
+    "lean": "the harness's own Engine.IO/Socket.IO client over picows (WebSocket)",
+    "python-socketio": "the stock python-socketio client (WebSocket or polling)",
+    "browser": "headless Chromium running socket.io-client on a page (echo, rate, sweep, "
+               "payload)",
+}
 
 
 def cmd_list(args):
@@ -36,6 +45,12 @@ def cmd_list(args):
     print("scenarios:")
     for s in SCENARIOS.values():
         print(f"  {s.name:10s} {s.description}")
+    print("clients:")
+    from bench.driver import browser  # Chromium, Playwright and the npm lock: asked only here
+    no_browser = browser.unavailable_reason()
+    for name, what in CLIENT_DESCRIPTIONS.items():
+        state = f"unavailable: {no_browser}" if name == "browser" and no_browser else "available"
+        print(f"  {name:16s} {state}  -- {what}")
     return 0
 
 
@@ -79,11 +94,14 @@ def cmd_run(args):
                    sweep_step_max=args.sweep_step_max, server_nodelay=args.server_nodelay,
                    profile=args.profile, emit_rate=args.emit_rate,
                    members=args.members, servers=args.servers, tls=args.tls or None,
-                   max_connections=args.max_connections)
+                   max_connections=args.max_connections, server_gc=args.server_gc,
+                   server_events=args.server_events or ("off" if target else None),
+                   precision=args.precision, max_duration=args.max_duration)
     steps, resolved = plan.build(variants, scenarios, options)
-    if target and any(s.profiled or s.server_nodelay for s in steps):
-        raise UsageError("--profile and --server-nodelay act on servers the harness starts; "
-                         "they cannot reach a --target server")
+    if target and any(s.profiled or s.server_nodelay or s.server_events or
+                      s.server_gc != "default" for s in steps):
+        raise UsageError("--profile, --server-nodelay, --server-gc and --server-events act on "
+                         "servers the harness starts; they cannot reach a --target server")
     if any(s.profiled for s in steps) and not args.dry_run:
         from bench.execute import profiler
         profiler.check_permitted()  # one line naming what to change where ptrace is refused
@@ -114,7 +132,7 @@ def cmd_run(args):
         if workers:
             workers.close()
     print_table(rows)
-    failed = ownapp.all_failed_line(rows) if own.get("traffic") else ""
+    failed = verify.all_failed_line(rows) if own.get("traffic") else ""
     if not args.no_report:
         from bench.output import report
         report.build(run_dir)
@@ -165,19 +183,17 @@ def print_plan(steps, o, reg, target):
           f"(sweeps counted at every rate: an upper bound)")
 
 
-LOOPBACK = ("localhost", "::1")
-
-
 def distributed_bind(args):
     """((host, port), token) the master binds with when the run has workers, else
     (None, None); refused before anything binds: beyond loopback needs a token and --target."""
     from bench.distributed import DEFAULT_BIND, is_loopback, parse_hostport
-    from bench.distributed.seal import load_token
+    from bench.distributed.seal import ENV, load_token
     if args.expect_workers is None:
         for given, option in ((args.master_bind, "--master-bind"),
                               (args.cluster_token_file, "--cluster-token-file")):
             if given:
                 raise UsageError(f"{option} needs --expect-workers N")
+        os.environ.pop(ENV, None)  # no workers: nothing needs the token, and no child inherits it
         return None, None
     if args.expect_workers < 1:
         raise UsageError(f"--expect-workers must be at least 1, got {args.expect_workers}")
@@ -213,8 +229,9 @@ def cmd_worker(args):
 
 def parse_target(url, allow_remote):
     """(host, port) of ``--target http://HOST:PORT``; loopback only unless --allow-remote."""
-    import ipaddress
     from urllib.parse import urlsplit
+
+    from bench.distributed import is_loopback
 
     parts = urlsplit(url)
     if parts.scheme not in ("http", "ws") or not parts.hostname:
@@ -224,11 +241,7 @@ def parse_target(url, allow_remote):
     except ValueError:
         raise UsageError(f"--target has a bad port: {url!r}") from None
     host = parts.hostname
-    try:
-        loopback = host in LOOPBACK or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    if not loopback and not allow_remote:
+    if not is_loopback(host) and not allow_remote:
         raise UsageError(f"--target {host} is not a loopback address; pass --allow-remote "
                          "to measure a server on another host")
     return host, port
@@ -289,7 +302,7 @@ def cmd_compare(args):
 
 
 def cmd_envs(args):
-    from bench.execute import environments as envs
+    from bench import environments as envs
 
     reg = registry.load(args.variants_file)
     names = args.names or list(reg.environments)
@@ -335,7 +348,7 @@ def _interrupt(signum, frame):
     """First signal: unwind through every ``finally`` (servers stopped, results written).
     Second signal: the user insists; kill every process group and leave at once."""
     if _interrupt.seen:
-        lifecycle.kill_all_groups()
+        processes.kill_all_groups()
         os._exit(130)
     _interrupt.seen = True
     raise Interrupted(signal.Signals(signum).name)
@@ -366,4 +379,4 @@ def main(argv=None):
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
     finally:
-        lifecycle.kill_all_groups()
+        processes.kill_all_groups()

@@ -65,6 +65,11 @@ def build_parser():
     rp.add_argument("--rate", type=positive_float, help="rate scenario: total msg/s (400)")
     rp.add_argument("--duration", type=positive_float, help="measured seconds per step (2.5)")
     rp.add_argument("--warmup", type=positive_float, help="warm-up seconds per step (1)")
+    rp.add_argument("--precision", action="append", metavar="METRIC=PCT",
+                    help="measure each step until its own interval of METRIC (p50, p99) is "
+                    "within ±PCT of it, e.g. p99=5%% (repeatable), or until --max-duration")
+    rp.add_argument("--max-duration", type=positive_float, metavar="S",
+                    help="the longest window --precision may measure a step for (60)")
     rp.add_argument("--repeats", type=whole, help="repeats of every step (3)")
     rp.add_argument("--payload", type=whole, help="echo argument size in bytes (64)")
     rp.add_argument("--target", help="measure an already running server at this URL")
@@ -87,7 +92,8 @@ def build_parser():
                     "switch (permessage-deflate is negotiated only when a client offers it, and "
                     "ours do not): off is recorded, on is refused")
     rp.add_argument("--client", help="client list measured side by side: lean, "
-                    "python-socketio (default lean; the stock client steps in for polling)")
+                    "python-socketio, browser (default lean; the stock client steps in for "
+                    "polling; browser: headless Chromium running socket.io-client)")
     rp.add_argument("--transport", help="force transports, side by side: websocket, polling "
                     "(default: WebSocket, else what the server serves)")
     rp.add_argument("--arrivals", choices=["uniform", "poisson"],
@@ -136,6 +142,13 @@ def build_parser():
     ex.add_argument("--profile", nargs="?", const="on", choices=["on", "both", "off"],
                     help="py-spy flame graphs of the server per step under profiles/ (bare: "
                     "on; both: each step without and with the profiler)")
+    ex.add_argument("--server-gc", metavar="default|freeze|off",
+                    help="the server's cyclic GC: default, freeze (gc.freeze() once the app is "
+                    "built) or off (gc.disable(), a diagnostic); a list runs side by side")
+    ex.add_argument("--server-events", metavar="on|off",
+                    help="the server records its GC collections and blocked loop into "
+                    "events/<step>.csv (on by default: its cost is below the noise); on,off "
+                    "runs side by side")
     so = rp.add_argument_group("scale-out")
     so.add_argument("--servers", type=whole, help="server processes of a scale-out variant (2)")
     so.add_argument("--emit-rate", type=positive_float, help="emit: emits/s (20)")

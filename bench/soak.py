@@ -28,7 +28,8 @@ import time
 import numpy as np
 
 from bench import machine
-from bench.execute import deployment, lifecycle
+from bench import processes
+from bench.execute import deployment
 from bench.plan import registry
 from bench.errors import UsageError
 
@@ -228,11 +229,11 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("bench.soak: interrupted", file=sys.stderr)
         return 130
-    except (lifecycle.NotReady, RuntimeError) as exc:
+    except (processes.NotReady, RuntimeError) as exc:
         print(f"bench.soak: failed: {exc}", file=sys.stderr)
         return 1
     finally:
-        lifecycle.kill_all_groups()
+        processes.kill_all_groups()
 
 
 if __name__ == "__main__":

@@ -68,6 +68,8 @@ def make_app():
           flush=True)
     from servers import nodelay
     nodelay.apply()  # TCP_NODELAY when BENCH_SERVER_NODELAY=1, else nothing
+    from servers import events
+    events.apply()  # --server-gc and --server-events, once the app is built
     return app
 
 

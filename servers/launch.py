@@ -40,6 +40,8 @@ def main():
         sys.exit(f"launch: {exc}")
     host, port = spec["host"], spec["port"]
     apply_nodelay()  # again: the app may have imported eventlet/gevent itself (idempotent)
+    from servers import events
+    events.apply()  # --server-gc and --server-events, once the app is built
     if spec.get("knobs"):  # as the server holds them, not as asked (servers/userapp.py)
         from servers.userapp import effective_knobs
         print(f"launch: knobs {json.dumps(effective_knobs(socketio))}", file=sys.stderr,

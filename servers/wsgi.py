@@ -32,6 +32,8 @@ def make_app(spec=None):
           file=sys.stderr, flush=True)
     from servers import nodelay
     nodelay.apply()  # TCP_NODELAY when BENCH_SERVER_NODELAY=1, else nothing
+    from servers import events
+    events.apply()  # --server-gc and --server-events, once the app is built
     return app
 
 

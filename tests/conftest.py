@@ -31,7 +31,8 @@ HARNESS_PARTS = ("servers/launch.py", "servers/userapp.py", "bench.driver.lean",
                  "bench.distributed.engine", "bench worker", "py-spy",
                  "gunicorn", "uvicorn", "uwsgi", "servers.wsgi", "servers.asgi_app",
                  "bench/driver/emitter.py", "redis-server", "valkey-server", "nginx",
-                 "bench.driver.capacity", "bench.churn", "reference_server/server.js", "chromium")
+                 "bench.driver.capacity", "bench.churn", "reference_server/server.js", "chromium",
+                 "bench.driver.browser", "playwright/driver")
 TOKEN_VAR = "BENCH_TEST_SESSION"
 TOKEN = os.environ.setdefault(TOKEN_VAR, uuid.uuid4().hex)
 GRACE_S = 5.0
@@ -216,8 +217,12 @@ class Bench:
     def summary(run_dir):
         import pandas as pd
 
+        from bench.analysis import columns
+
         frame = pd.read_csv(os.path.join(run_dir, "summary.csv"), keep_default_na=True)
         frame["repeat"] = frame["repeat"].astype(str)
+        undeclared = columns.undeclared(frame.columns)  # every run a test reads is checked
+        assert not undeclared, f"summary.csv columns not in bench/analysis/columns.py: {undeclared}"
         return frame
 
     @staticmethod

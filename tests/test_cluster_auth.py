@@ -15,7 +15,7 @@ import zmq
 
 from bench import __version__
 from bench.distributed.seal import Channel
-from bench.execute import lifecycle
+from bench import processes
 from test_distributed import (DURATION, RATE, finish, measured_row, refserver,  # noqa: F401
                               run_args)
 
@@ -137,7 +137,7 @@ def join(peer, token, version=__version__):
 def test_a_wrong_token_worker_is_refused_and_the_numbers_are_the_good_workers(
         bench, refserver, tmp_path):  # noqa: F811
     token, path = token_file(tmp_path)
-    port = lifecycle.free_port()
+    port = processes.free_port()
     m = master(bench, refserver, tmp_path / "dist", port, "--cluster-token-file", path)
     procs = [m]
     try:
@@ -182,7 +182,7 @@ def test_a_wrong_token_worker_is_refused_and_the_numbers_are_the_good_workers(
 def test_replayed_altered_and_spoofed_messages_are_dropped_and_counted(
         bench, refserver, tmp_path):  # noqa: F811
     token, path = token_file(tmp_path)
-    port = lifecycle.free_port()
+    port = processes.free_port()
     first = master(bench, refserver, tmp_path / "first", port, "--cluster-token-file", path)
     peer, procs = WirePeer(port, "wire-peer-1"), [first]
     try:
@@ -240,7 +240,7 @@ def end_with_a_good_worker(bench, port, token_path, m, procs):
 def test_a_worker_of_another_harness_version_is_refused_in_one_line(
         bench, refserver, tmp_path):  # noqa: F811
     token, path = token_file(tmp_path)
-    port = lifecycle.free_port()
+    port = processes.free_port()
     m = master(bench, refserver, tmp_path / "dist", port, "--cluster-token-file", path)
     peer, procs = WirePeer(port, "wire-peer-old"), [m]
     try:
@@ -265,7 +265,7 @@ def test_a_worker_of_another_harness_version_is_refused_in_one_line(
 
 def test_the_worker_drops_and_counts_what_fails_the_check(bench, tmp_path):
     token, path = token_file(tmp_path)
-    port = lifecycle.free_port()
+    port = processes.free_port()
     wire, procs = WireMaster(port), []
     try:
         w = worker(bench, port, "--cluster-token-file", path)
@@ -308,7 +308,7 @@ def test_the_worker_drops_and_counts_what_fails_the_check(bench, tmp_path):
 
 
 def test_a_worker_refuses_a_target_outside_its_list(bench, refserver, tmp_path):  # noqa: F811
-    port = lifecycle.free_port()
+    port = processes.free_port()
     m = master(bench, refserver, tmp_path / "dist", port, expect=2)  # loopback: no token
     procs = [m]
     try:
@@ -421,3 +421,34 @@ def test_allow_lists():
     assert outside([("10.0.0.5", 5000), ("server.lan", 1), ("::1", 7)], allow) is None
     assert outside([("10.0.0.5", 5001)], allow) == ("10.0.0.5", 5001)
     assert outside([("127.0.0.1", 5000)], allow) == ("127.0.0.1", 5000)  # the list replaces
+
+
+TELLING_APP = '''
+import os
+from flask import Flask
+from flask_socketio import SocketIO
+
+with open(os.environ["TOKEN_REPORT"], "a") as report:
+    report.write(f"{'BENCH_CLUSTER_TOKEN' in os.environ}\\n")
+app = Flask(__name__)
+socketio = SocketIO(app)
+
+
+@socketio.on("echo")
+def echo(data):
+    return data
+'''
+
+
+def test_servers_of_a_run_without_workers_never_see_the_token(bench, tmp_path):
+    """BENCH_CLUSTER_TOKEN in the user's shell: a plain run's servers do not inherit it."""
+    app, report = tmp_path / "telling_app.py", tmp_path / "report.txt"
+    app.write_text(TELLING_APP)
+    r = bench.run("run", "--app", f"{app}:app", "--variants", "socketio-run-threading",
+                  "--scenario", "echo", "--app-env", f"TOKEN_REPORT={report}", "--quick",
+                  "--duration", "0.3", "--warmup", "0.1", "--no-report", "--out",
+                  tmp_path / "runs", env=clean_env(**{ENV_VAR: secrets.token_hex(32)}),
+                  timeout=120)
+    assert r.returncode == 0, r.stderr[-3000:]
+    seen = report.read_text().split()
+    assert seen and set(seen) == {"False"}, seen

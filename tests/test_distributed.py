@@ -11,7 +11,7 @@ import pandas as pd
 import psutil
 import pytest
 
-from bench.execute import lifecycle
+from bench import processes
 
 RATE, CONNS, WARMUP, DURATION = 300, 4, 0.3, 1.0
 
@@ -19,7 +19,7 @@ RATE, CONNS, WARMUP, DURATION = 300, 4, 0.3, 1.0
 @pytest.fixture
 def refserver(tmp_path):
     argv = lambda port: [sys.executable, "-m", "bench.driver.refserver", str(port)]  # noqa: E731
-    with lifecycle.serving(argv, str(tmp_path / "ref.log"), ready_timeout=30) as server:
+    with processes.serving(argv, str(tmp_path / "ref.log"), ready_timeout=30) as server:
         yield f"http://{server.host}:{server.port}"
 
 
@@ -50,7 +50,7 @@ def measured_row(bench, run_dir):
 
 
 def test_master_and_two_workers_measure_what_one_machine_measures(bench, refserver, tmp_path):
-    port = lifecycle.free_port()
+    port = processes.free_port()
     master = bench.popen(*run_args(refserver, tmp_path / "dist", "--duration", DURATION,
                                    "--expect-workers", 2, "--master-bind", f"127.0.0.1:{port}",
                                    "--worker-wait", 30))
@@ -109,7 +109,7 @@ def descendants_and_self(pid):
 
 
 def test_a_worker_killed_mid_step_is_a_failed_share(bench, refserver, tmp_path):
-    port = lifecycle.free_port()
+    port = processes.free_port()
     duration = 3.0
     master = bench.popen(*run_args(refserver, tmp_path / "dist", "--duration", duration,
                                    "--expect-workers", 2, "--master-bind", f"127.0.0.1:{port}",
@@ -162,7 +162,7 @@ def test_bad_distributed_input_is_one_line_and_exit_2(bench, args, says, tmp_pat
 
 
 def test_waits_are_bounded_without_the_other_side(bench, tmp_path):
-    port = lifecycle.free_port()
+    port = processes.free_port()
     t = time.monotonic()
     w = bench.run("worker", "--master", f"127.0.0.1:{port}", "--connect-timeout", 2, timeout=30)
     assert w.returncode == 1 and "no master" in w.stderr, w.stderr

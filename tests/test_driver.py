@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from bench.driver import store
-from bench.execute import lifecycle
+from bench import processes
 from bench.execute.fleet import Workers, probe_arrays
 from bench.execute.load import run_load
 from bench.machine import cpu_layout
@@ -21,7 +21,7 @@ from bench.plan.job import Job, Outcome
 @pytest.fixture
 def refserver(tmp_path):
     argv = lambda port: [sys.executable, "-m", "bench.driver.refserver", str(port)]  # noqa: E731
-    with lifecycle.serving(argv, str(tmp_path / "ref.log")) as server:
+    with processes.serving(argv, str(tmp_path / "ref.log")) as server:
         yield server
 
 
@@ -105,7 +105,7 @@ def socketio_server(tmp_path):
     from bench.plan import registry
 
     variant = registry.load().variants["socketio-run-gevent"]
-    return lifecycle.serving(lambda port: variant.argv(port), str(tmp_path / "server.log"))
+    return processes.serving(lambda port: variant.argv(port), str(tmp_path / "server.log"))
 
 
 @pytest.mark.slow

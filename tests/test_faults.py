@@ -22,7 +22,7 @@ import pandas as pd
 import psutil
 import pytest
 
-from bench.execute import lifecycle
+from bench import processes
 from bench.plan import registry
 from bench.execute.verify import verify
 
@@ -326,7 +326,7 @@ def test_server_that_never_serves_is_stopped_at_the_ready_deadline(bench, tmp_pa
 def held_port():
     """A port bound (not listening, no SO_REUSEADDR) by this test: a server cannot bind it."""
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.bind((lifecycle.HOST, 0))
+    s.bind((processes.HOST, 0))
     try:
         yield s
     finally:
@@ -351,23 +351,23 @@ def test_port_taken_between_choice_and_bind_is_retried_on_another_port(tmp_path,
     variant = registry.load().variants[VICTIM]
     calls = []
     log = str(tmp_path / "server.log")
-    with lifecycle.serving(_thief_argv(held, calls, variant), log, ready_timeout=30) as server:
+    with processes.serving(_thief_argv(held, calls, variant), log, ready_timeout=30) as server:
         assert len(calls) == 2 and server.port != held
         assert server.alive()
-        assert server.port in lifecycle._listeners(server.pid)
-        verdict = verify(lifecycle.HOST, server.port, timeout=10)
+        assert server.port in processes._listeners(server.pid)
+        verdict = verify(processes.HOST, server.port, timeout=10)
         assert verdict.transport == "websocket", verdict.note
         pid = server.pid
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    assert lifecycle.port_is_free(server.port)
+    assert processes.port_is_free(server.port)
     assert re.search("address already in use", open(log).read(), re.I)
 
 
 def test_port_taken_every_time_gives_up_with_a_clear_reason(tmp_path, held_port):
     held = held_port.getsockname()[1]
     variant = registry.load().variants[VICTIM]
-    with pytest.raises(lifecycle.NotReady, match="(?i)port taken 2 times.*address already in use"):
-        with lifecycle.serving(lambda port: variant.argv(held), str(tmp_path / "s.log"),
+    with pytest.raises(processes.NotReady, match="(?i)port taken 2 times.*address already in use"):
+        with processes.serving(lambda port: variant.argv(held), str(tmp_path / "s.log"),
                                ready_timeout=30, attempts=2):
             pytest.fail("must not be ready on a port it cannot bind")
 

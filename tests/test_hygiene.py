@@ -84,12 +84,12 @@ def test_the_citation_checks_catch_what_they_look_for():
 
 
 def test_sources_were_found():
-    assert any(p.endswith(os.path.join("bench", "execute", "lifecycle.py")) for p in SOURCES)
+    assert any(p.endswith(os.path.join("bench", "processes.py")) for p in SOURCES)
     assert any(p.endswith(os.path.join("servers", "launch.py")) for p in SOURCES)
 
 
 def test_only_lifecycle_starts_long_lived_processes():
-    """Every Popen is in bench/lifecycle.py, in its own session (so groups can be killed)."""
+    """Every Popen is in bench/processes.py, in its own session (so groups can be killed)."""
     found = []
     for path in SOURCES:
         for name, node in calls(path):
@@ -98,7 +98,7 @@ def test_only_lifecycle_starts_long_lived_processes():
                 found.append((rel(path), node.lineno, name,
                               any(k.arg == "start_new_session" for k in node.keywords)))
     offenders = [f for f in found
-                 if f[0] != os.path.join("bench", "execute", "lifecycle.py") or not f[3]]
+                 if f[0] != os.path.join("bench", "processes.py") or not f[3]]
     assert found and not offenders, offenders
 
 
@@ -194,11 +194,11 @@ def test_launcher_refuses_an_unknown_patch_at_once():
 
 def test_driver_without_a_parent_gives_up_instead_of_hanging(tmp_path):
     """A driver worker whose parent closes stdin before t0 exits (bounded), not waits."""
-    from bench.execute import lifecycle
+    from bench import processes
     from bench.plan.job import Job
-    with lifecycle.serving(lambda port: [sys.executable, "-m", "bench.driver.refserver", str(port)],
+    with processes.serving(lambda port: [sys.executable, "-m", "bench.driver.refserver", str(port)],
                            str(tmp_path / "ref.log"), ready_timeout=30) as server:
-        Job(targets=((lifecycle.HOST, server.port),), connections=1, conns=(0,), rate=100.0,
+        Job(targets=((processes.HOST, server.port),), connections=1, conns=(0,), rate=100.0,
             warmup=0.1, duration=0.2, deadline=2.0, payload=16,
             out=str(tmp_path / "d.npz")).dump(str(tmp_path / "job.json"))
         proc = subprocess.Popen([sys.executable, "-m", "bench.driver.lean",

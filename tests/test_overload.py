@@ -11,7 +11,7 @@ import sys
 import pandas as pd
 import pytest
 
-from bench.execute import lifecycle
+from bench import processes
 from bench.execute.step import cpu_layout
 
 SERVICE_US = 2000
@@ -25,7 +25,7 @@ def capped_server(tmp_path):
     server_cpus, _ = cpu_layout(True)
     argv = lambda port: [sys.executable, "-m", "bench.driver.refserver", str(port),  # noqa: E731
                          str(SERVICE_US)]
-    with lifecycle.serving(argv, str(tmp_path / "server.log"), cpus=server_cpus) as server:
+    with processes.serving(argv, str(tmp_path / "server.log"), cpus=server_cpus) as server:
         yield f"http://{server.host}:{server.port}"
 
 

@@ -75,12 +75,12 @@ def test_closed_loop_mixes_ack_and_event_replies(bench, tmp_path):
 @pytest.mark.slow
 def test_target_with_scenario_file_measures_any_socketio_server(bench, tmp_path):
     """--target URL --scenario-file: the chat app started by hand, measured from outside."""
-    from bench.execute import lifecycle
+    from bench import processes
     from bench.plan import registry
 
     variant = registry.load().variants["socketio-run-threading"]
     log = str(tmp_path / "server.log")
-    with lifecycle.serving(lambda port: variant.argv(port, app=CHAT_APP), log) as server:
+    with processes.serving(lambda port: variant.argv(port, app=CHAT_APP), log) as server:
         r = bench.run("run", "--target", f"http://127.0.0.1:{server.port}", "--scenario-file",
                       CHAT_TOML, "--scenario", "rate", "--out", tmp_path / "out", *SMALL,
                       timeout=120)

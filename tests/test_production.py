@@ -13,7 +13,7 @@ import time
 import pytest
 
 from bench.errors import UsageError
-from bench.execute import environments
+from bench import environments
 from bench.plan import registry
 
 SINGLE = ["gunicorn-gevent", "gunicorn-gevent-websocket", "gunicorn-gthread",

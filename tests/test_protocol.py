@@ -10,7 +10,7 @@ import textwrap
 
 import pytest
 
-from bench.execute import lifecycle
+from bench import processes
 from bench.driver import protocol
 from bench.plan import registry
 # --------------------------------------------------------------------------- pure framing
@@ -124,7 +124,7 @@ def serve(tmp_path):
         if pythonpath:
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(pythonpath),
                                                               env.get("PYTHONPATH")]))
-        return stack.enter_context(lifecycle.serving(
+        return stack.enter_context(processes.serving(
             lambda port: variant.argv(port, app=app), str(tmp_path / "server.log"),
             ready_timeout=30, env=env))
 
@@ -137,7 +137,7 @@ def test_framing_against_a_real_flask_socketio_server(serve):
     import websocket
 
     server = serve("socketio-run-eventlet")
-    ws = websocket.create_connection(protocol.ws_url(lifecycle.HOST, server.port), timeout=10)
+    ws = websocket.create_connection(protocol.ws_url(processes.HOST, server.port), timeout=10)
     try:
         info = protocol.parse_open(ws.recv())
         assert info["sid"] and info["pingInterval"] > 0
@@ -171,7 +171,7 @@ def test_parse_connect_reply_raises_on_a_real_servers_refusal(serve, tmp_path):
     import websocket
 
     server = serve("socketio-run-threading", app="refusing_app:app", pythonpath=tmp_path)
-    ws = websocket.create_connection(protocol.ws_url(lifecycle.HOST, server.port), timeout=10)
+    ws = websocket.create_connection(protocol.ws_url(processes.HOST, server.port), timeout=10)
     try:
         protocol.parse_open(ws.recv())
         ws.send(protocol.CONNECT)

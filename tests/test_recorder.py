@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.analysis import aggregate, recorder, stats
+from bench.analysis import aggregate, columns, recorder, stats
 from bench.driver.lean import DISCONNECT, ERROR, OK, TIMEOUT, UNSENT, Messages, open_schedule
 from bench.driver.lean import record_reply as record_ack  # the one reply rule, lean and polling
 from bench.execute.load import Load
@@ -107,9 +107,17 @@ def test_merge_of_encoded_parts_is_lossless():
         assert close(stats.summary(merged)[column], nearest_rank(exact, p))
 
 
+def test_every_column_has_one_declaration_with_a_known_type_and_rule():
+    names = [c.name for c in columns.SUMMARY + columns.EXTRAS]
+    assert len(names) == len(set(names))  # one home per column
+    assert set(aggregate.MEANS) | set(aggregate.MAXES) | set(aggregate.SUMMED) | \
+        set(aggregate.STATIC) <= set(columns.COLUMNS)
+    assert columns.undeclared(["p50_us", "made_up_column", "aggregate"]) == ["made_up_column"]
+
+
 def test_summary_and_sample_columns_keep_the_design_names():
-    assert DESIGN_SUMMARY == recorder.SUMMARY_COLUMNS[:len(DESIGN_SUMMARY)]
-    assert set(ISSUE_COLUMNS) <= set(recorder.SUMMARY_COLUMNS)
+    assert DESIGN_SUMMARY == columns.ORDER[:len(DESIGN_SUMMARY)]
+    assert set(ISSUE_COLUMNS) <= set(columns.ORDER)
     assert DESIGN_SAMPLES == recorder.SAMPLE_COLUMNS
 
 

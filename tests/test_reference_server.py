@@ -55,25 +55,28 @@ def _install():
     return ""
 
 
-@pytest.fixture(scope="module")
-def node_server(bench):
-    """The Node server on a free loopback port, in its own process group, killed at the end."""
+@contextlib.contextmanager
+def serving(bench, host="127.0.0.1"):
+    """The Node server on a free port of ``host``, in its own process group, killed at the
+    end; yields its URL as ``--target`` takes it."""
     reason = _install()
     if reason:
         pytest.skip(reason)
-    from bench.execute.lifecycle import free_port
+    from bench.driver.protocol import netloc
+    from bench.processes import free_port
 
     before, since = bench.snapshot()
     port = free_port()
     proc = subprocess.Popen(["node", os.path.join(SERVER_DIR, "server.js"), str(port),
                              str(PING_INTERVAL_MS)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            env=dict(os.environ, HOST=host))
     try:
         line = proc.stdout.readline().strip()  # "ready PORT" once listening (or EOF: it died)
         if line != f"ready {port}":
             pytest.fail(f"node server said {line!r}: {proc.stderr.read()[-500:]}",
                         pytrace=False)
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://{netloc(host, port)}"
     finally:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
@@ -81,6 +84,13 @@ def node_server(bench):
         failure = bench.reap_or_fail(before, since, "the node server fixture")
         if failure:
             pytest.fail(failure, pytrace=False)
+
+
+@pytest.fixture(scope="module")
+def node_server(bench):
+    """The Node server on 127.0.0.1 for the whole module."""
+    with serving(bench) as url:
+        yield url
 
 
 def measured_rows(bench, out):
@@ -116,6 +126,18 @@ def test_every_target_scenario_against_node_socketio(bench, node_server, tmp_pat
     assert payloads["binary"].astype(str).str.lower().eq("true").sum() == 1  # binary acks
     capacity = __import__("pandas").read_csv(os.path.join(run_dir, "capacity.csv"))
     assert (capacity["held"] == capacity["connections"]).all(), capacity.to_dict("records")
+
+
+def test_ipv6_loopback_target(bench, tmp_path):
+    """``--target http://[::1]:PORT``: the driver connects over IPv6 and the run says where."""
+    with serving(bench, "::1") as url:
+        r = bench.run("run", "--target", url, "--scenario", "echo", "--scenario", "rate",
+                      "--out", tmp_path, *SMALL, timeout=120)
+    assert r.returncode == 0, r.stderr[-3000:]
+    _, rows = measured_rows(bench, tmp_path)
+    assert set(rows["scenario"]) == {"echo", "rate"}
+    for _, row in rows.iterrows():
+        assert_clean(row)
 
 
 def test_user_traffic_with_namespace_auth_query_headers_setup_and_replies(bench, node_server,

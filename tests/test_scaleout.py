@@ -214,20 +214,21 @@ def test_a_port_taken_by_redis_is_retried(tmp_path):
     lifecycle retries on another port."""
     import socket
 
-    from bench.execute import components, lifecycle
+    from bench import processes
+    from bench.execute import components
 
     taken = socket.socket()
-    taken.bind((lifecycle.HOST, 0))
+    taken.bind((processes.HOST, 0))
     taken.listen()
     port = taken.getsockname()[1]
-    ports = iter([port, lifecycle.free_port()])
-    original = lifecycle.free_port
-    lifecycle.free_port = lambda host=lifecycle.HOST: next(ports)
+    ports = iter([port, processes.free_port()])
+    original = processes.free_port
+    processes.free_port = lambda host=processes.HOST: next(ports)
     try:
         with components.redis_serving(str(tmp_path / "redis.log")) as redis:
             assert redis.port != port and components.ping(redis.port)
     finally:
-        lifecycle.free_port = original
+        processes.free_port = original
         taken.close()
     assert "already in use" in (tmp_path / "redis.log").read_text().lower()
 
@@ -240,9 +241,12 @@ def _job_of_driver(proc):
         return json.load(f)
 
 
-def _kill_mid_step(bench, args, pick, variants_file, tmp_path, after=1.2):
+def _kill_mid_step(bench, args, pick, variants_file, tmp_path, after=2.0):
     """Run the harness; once the first driver is measuring, SIGKILL what ``pick(job)``
-    returns (a process or a process group leader); return (run dir, job, killed, rc)."""
+    returns (a process or a process group leader); return (run dir, job, killed, rc).
+    ``after``: seconds from the driver process's start, which is 0.3-1.4 s of imports and
+    connects before t0, so with a 0.5 s warm-up and 3 s window the kill lands measured and
+    at least a second before the window ends."""
     out = str(tmp_path)
     proc = bench.popen("run", *args, "--variants-file", variants_file, "--out", out,
                        "--no-report")

@@ -22,9 +22,11 @@ def sweep_step(**options):
 class FakeServer:
     """``measure(sub_step, attempt)`` as the runner's: rows for one rate, recorded in calls."""
 
-    def __init__(self, capacity, fail_first=False, driver_limit=None, driver_flaky=()):
+    def __init__(self, capacity, fail_first=False, driver_limit=None, driver_flaky=(),
+                 server_flaky=()):
         self.capacity, self.fail_first = capacity, fail_first
         self.driver_limit, self.driver_flaky = driver_limit, set(driver_flaky)
+        self.server_flaky = set(server_flaky)  # rates whose first step meets a stall
         self.calls = []
 
     def row(self, rate, duration, attempt):
@@ -38,6 +40,8 @@ class FakeServer:
             (rate in self.driver_flaky and not any(c[0] == rate for c in self.calls[:-1]))
         if driver_bound:  # the driver fell behind: it sent and received less than asked
             achieved = 0.8 * rate
+        if rate in self.server_flaky and not any(c[0] == rate for c in self.calls[:-1]):
+            p99 = 200_000.0  # a 200 ms stall once: p99 over the SLO, everything answered
         return dict(variant="v", scenario="sweep", load_point=f"{rate:g} msg/s", repeat=1,
                     transport="websocket", target_rate=rate, attempted=attempted, ok=ok,
                     achieved_rate=achieved, p99_us=p99, driver_bound=driver_bound,
@@ -104,7 +108,8 @@ def test_a_failed_first_step_gives_no_bound():
     assert knee["knee_msg_s"] == 0
     assert knee["next_msg_s"] == step.sweep_rates[0]
     assert "first rate failed" in knee["reason"] and "server failed" in knee["reason"]
-    assert len(server.calls) == 1 and len(rows) == 1
+    assert len(server.calls) == 2 and len(rows) == 1  # the failure is measured twice
+    assert knee["attempts"] == "100:fail 100:fail"
 
 
 def test_a_first_rate_over_capacity_gives_no_bound():
@@ -187,3 +192,28 @@ def test_a_driver_bound_refinement_step_does_not_hide_the_servers_break():
     assert [c[0] for c in server.calls][:5] == [100.0, 200.0, 400.0, 800.0, 1600.0]
     assert knee["knee_msg_s"] == 800.0
     assert knee["bound"] == "exact" and knee["next_msg_s"] == 1600.0, knee
+
+
+def test_a_server_stall_that_clears_on_retry_does_not_set_the_knee():
+    step, o = sweep_step()
+    server = FakeServer(1000.0, server_flaky={400.0})
+    rows, knee = sweep.search(step, o, server)
+    assert [c[0] for c in server.calls][:4] == [100.0, 200.0, 400.0, 400.0]
+    assert knee["bound"] == "exact" and 600.0 <= knee["knee_msg_s"] <= 1000.0, knee
+    assert "400:fail 400:pass" in knee["attempts"]
+    assert [r for r in rows if r["target_rate"] == 400.0][0]["slo_pass"] is True
+
+
+def test_with_precision_a_rate_holds_only_when_its_p99_interval_is_within_the_slo():
+    step, o = sweep_step(precision=["p99=5%"])
+    row = dict(transport="websocket", attempted=1000, ok=1000, achieved_rate=400.0,
+               driver_bound=False, p99_us=45_000.0)
+    inside = dict(row, p99_step_ci_low=44_000.0, p99_step_ci_high=47_000.0)
+    straddles = dict(row, p99_step_ci_low=43_000.0, p99_step_ci_high=52_000.0)
+    above = dict(row, p99_us=60_000.0, p99_step_ci_low=55_000.0, p99_step_ci_high=66_000.0)
+    assert sweep.slo_breach(inside, 400.0, o) == ""
+    assert "straddles" in sweep.slo_breach(straddles, 400.0, o)
+    assert "> 50 ms" in sweep.slo_breach(above, 400.0, o)
+    assert "no p99 interval" in sweep.slo_breach(dict(row, p99_step_ci_low=float("nan"),
+                                                      p99_step_ci_high=float("nan")), 400.0, o)
+    assert sweep.slo_breach(straddles, 400.0, dict(o, precision={})) == ""  # the point holds

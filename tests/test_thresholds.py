@@ -6,7 +6,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from bench.execute import lifecycle
+from bench import processes
 
 SERVICE_US = 2000  # every echo costs the server 2 ms: p50 is a little above 2 ms, never below
 
@@ -16,7 +16,7 @@ def slow_echo(tmp_path_factory):
     log = str(tmp_path_factory.mktemp("ref") / "ref.log")
     argv = lambda port: [sys.executable, "-m", "bench.driver.refserver", str(port),  # noqa: E731
                          str(SERVICE_US)]
-    with lifecycle.serving(argv, log, ready_timeout=30) as server:
+    with processes.serving(argv, log, ready_timeout=30) as server:
         yield f"http://{server.host}:{server.port}"
 
 
@@ -81,7 +81,7 @@ def test_bad_gates_are_one_line_and_exit_2_before_anything_starts(bench, tmp_pat
 def test_compare_writes_junit_with_the_regressed_row_failed(bench, slow_echo, tmp_path):
     fast_log = str(tmp_path / "fast.log")
     argv = lambda port: [sys.executable, "-m", "bench.driver.refserver", str(port)]  # noqa: E731
-    with lifecycle.serving(argv, fast_log, ready_timeout=30) as fast:
+    with processes.serving(argv, fast_log, ready_timeout=30) as fast:
         base = gate_run(bench, f"http://{fast.host}:{fast.port}", tmp_path / "base", repeats=3)
     assert base.returncode == 0, base.stderr
     new = gate_run(bench, slow_echo, tmp_path / "new", repeats=3)  # intervals need repeats

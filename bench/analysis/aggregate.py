@@ -7,21 +7,18 @@ bench/analysis/stats.py.
 """
 import numpy as np
 
-from bench.analysis import stats
+from bench.analysis import columns, stats
 
-KEY = ("variant", "scenario", "load_point", "requested", "recipient",
-       "server_nodelay", "profiled")
-COUNTS = ["attempted", "ok", "errors", "timeouts"]
-STATIC = ["target_rate", "connections", "duration_s", "client", "mix", "recipient",
-          "payload_bytes", "binary", "deadline_ms", "arrivals", "servers", "tls",
-          "server_nodelay", "profiled", "requested", "reply_match"]
-SUMMED = ["failed_tcp", "failed_upgrade", "failed_open", "failed_connect", "broadcasts",
-          "unsolicited"]
-MEANS = ["server_cpu_pct", "driver_cpu_pct", "lag_p50_us", "send_lag_p50_us",
-         "recv_wait_p50_us", "achieved_rate", "sent_rate", "steal_pct", "load_avg",
-         "foreign_cpu_pct", "driver_share", "reach"]
-MAXES = ["server_rss_mb", "lag_p99_us", "send_lag_p99_us", "recv_wait_p99_us"]
-
+KEY = columns.named("key")
+COUNTS = ["attempted", "ok", "errors", "timeouts"]  # summed over every repeat, failed ones too
+STATIC = columns.named("static") + KEY
+SUMMED = [c for c in columns.named("sum", "int") if c not in COUNTS]  # over measured repeats
+SUMMED_FLOATS = columns.named("sum", "float")
+MEANS = columns.named("mean")
+MAXES = columns.named("max")
+ALLS, ANYS = columns.named("all"), columns.named("any")
+SINGLES, UNIONS = columns.named("single"), columns.named("union")
+MEDIANS = columns.named("median")
 
 def key_of(row):
     return tuple(str(row.get(k) if row.get(k) == row.get(k) else "") for k in KEY)
@@ -56,8 +53,16 @@ def merge_repeats(reps):
     p99_lo, p99_hi, _ = stats.interval(p99s)
     row = {k: first[k] for k in STATIC if k in first}
     row.update({k: int(sum(r.get(k, 0) or 0 for r in good)) for k in SUMMED if k in first})
+    row.update({k: round(sum(_values(good, k)), 1) if _values(good, k) else float("nan")
+                for k in SUMMED_FLOATS if k in first})
     row.update({k: _mean(good, k) for k in MEANS if k in first})
     row.update({k: _max(good, k) for k in MAXES if k in first})
+    row.update({k: all(bool(r[k]) for r in good) for k in ALLS if k in first and good})
+    row.update({k: any(bool(r[k]) for r in good) for k in ANYS if k in first and good})
+    row.update({k: (good[0][k] if len(good) == 1 else float("nan")) for k in SINGLES
+                if k in first})
+    row.update({k: union(r.get(k) for r in reps) for k in UNIONS if k in first})
+    row.update({k: _median(good, k) for k in MEDIANS if k in first})
     if isinstance(first.get("pushed"), str):  # per-name counts added over repeats
         row["pushed"] = _pushed_sum(good)
     notes = sorted({r["note"] for r in reps if isinstance(r.get("note"), str) and r["note"]})
@@ -82,6 +87,12 @@ def merge_repeats(reps):
     return row
 
 
+def union(cells):
+    """Codes of several ``;``-joined cells, each once, in first-seen order."""
+    codes = [c for cell in cells if isinstance(cell, str) for c in cell.split(";") if c]
+    return ";".join(dict.fromkeys(codes))
+
+
 def _values(rows, key):
     out = []
     for r in rows:
@@ -102,6 +113,12 @@ def _mean(rows, key):
 def _max(rows, key):
     v = _values(rows, key)
     return round(float(np.max(v)), 1) if v else float("nan")
+
+
+def _median(rows, key):
+    """The median repeat's value (the lower middle one of an even count: never an average)."""
+    v = _values(rows, key)
+    return round(float(np.percentile(v, 50, method="lower")), 1) if v else float("nan")
 
 
 def _round(x, digits):

@@ -2,7 +2,10 @@
 says whether one measurement is materially above another (used by compare and the report).
 
 Each side's interval is ``stats.interval`` of its per-repeat p50 (and p99) values — the same
-method as the aggregate rows — and ``stats.differ`` says whether the two intervals are apart.
+method as the aggregate rows — or, for a single repeat, the per-step interval from its own
+samples; ``stats.differ`` says whether the two intervals are apart. A row that failed a
+self-check (arrivals, stationarity, independence, precision) is still compared, and its
+verdict says which check it failed.
 A regression is a metric whose NEW interval lies entirely above BASE's AND whose ratio of the
 merged values exceeds 1 + threshold, or a row that served in BASE and fails in NEW. Overlapping
 intervals say "no difference"; empty ones (fewer than 3 repeats with a value, e.g. a p99 cell
@@ -16,7 +19,7 @@ import math
 
 import numpy as np
 
-from bench.analysis import reader, stats
+from bench.analysis import reader, selfcheck, stats
 from bench.analysis.reader import has_data
 from bench.errors import UsageError
 
@@ -30,6 +33,52 @@ WHY_NOT = f"needs ≥ {stats.LOG_T_MIN} repeats with a value on each side"
 # What judge() can say about "new against base" on one metric.
 SLOWER, FASTER, HIGHER, LOWER = "slower", "faster", "higher", "lower"
 SAME, OVERLAP, MISSING = "same", "overlap", "missing"
+
+
+STEP_METHOD = "per-step order statistics (one repeat)"
+CHECKS = {"arrivals_ok": "arrivals", "stationary": "stationarity",
+          "independent": "independence", "precision_met": "precision"}
+
+
+def interval_of(row, metric, repeats=None):
+    """(low, high, method) of ``metric`` for an aggregate ``row``: over its repeats where they
+    give one (``repeats``: per-repeat values, else the row's own interval columns), otherwise
+    the per-step interval a row measured as one repeat carries from its own samples. A row
+    planned over several repeats is judged over them only: when too few of them have a value it
+    has no interval, since one repeat's own interval says nothing of the spread between them."""
+    if repeats is not None:
+        low, high, method = stats.interval(repeats)
+    else:
+        low, high = row.get(f"{metric}_ci_low", np.nan), row.get(f"{metric}_ci_high", np.nan)
+        method = row.get("ci_method", "")
+    step = row.get(f"{metric}_step_ci_low", np.nan), row.get(f"{metric}_step_ci_high", np.nan)
+    merged = row.get("repeats", 1)
+    one_repeat = not _finite(merged) or merged <= 1
+    if not _finite(low, high) and one_repeat and _finite(*step):
+        return (*step, STEP_METHOD)
+    return low, high, method
+
+
+def checks_made(row):
+    """The self-checks that were made for ``row``: the step checks where it carries an
+    effective n (every checked step writes one) or a failed check's code, precision where a
+    target was set. A run written before the checks made none, so it fails none."""
+    codes = str(row.get("reasons") if isinstance(row.get("reasons"), str) else "").split(";")
+    effective = row.get("effective_n")
+    checked = (isinstance(effective, (int, float)) and math.isfinite(effective)) or \
+        any(c in selfcheck.REASONS for c in codes)
+    target = row.get("precision_target")
+    return [name for col, name in CHECKS.items()
+            if (checked and col != "precision_met") or
+            (col == "precision_met" and isinstance(target, str) and target)]
+
+
+def failed_checks(row):
+    """The names of the self-checks ``row`` failed (a verdict that uses it says so), among
+    those that were made."""
+    made = checks_made(row)
+    return [name for col, name in CHECKS.items()
+            if name in made and col in row and not bool(row[col])]
 
 
 def _finite(*values):
@@ -102,7 +151,7 @@ def _index(frame, key):
     return {tuple(str(v) for v in r[key]): r for _, r in frame.iterrows()}
 
 
-def _per_repeat(data, key, values):
+def per_repeat(data, key, values):
     """Each measured repeat's row of one key (failed or empty repeats left out)."""
     reps = data.repeats
     if reps.empty:
@@ -142,8 +191,8 @@ def match(base, new, threshold):
     for kb in sorted(pairs, key=lambda k: (order[k][0], np.nan_to_num(order[k][1], nan=np.inf),
                                            order[k][2])):
         kn = pairs[kb]
-        rows.append(compare_pair(kb, ib[kb], inew[kn], _per_repeat(base, key, kb),
-                                 _per_repeat(new, key, kn), threshold))
+        rows.append(compare_pair(kb, ib[kb], inew[kn], per_repeat(base, key, kb),
+                                 per_repeat(new, key, kn), threshold))
     return rows, sorted(left_b), sorted(left_n)
 
 
@@ -159,8 +208,8 @@ def compare_pair(key, b, n, base_reps, new_reps, threshold):
     said = []
     for metric in METRICS:
         col = f"{metric}_us"
-        ib = stats.interval(base_reps[col].tolist() if len(base_reps) else [])
-        inew = stats.interval(new_reps[col].tolist() if len(new_reps) else [])
+        ib = interval_of(b, metric, base_reps[col].tolist() if len(base_reps) else [])
+        inew = interval_of(n, metric, new_reps[col].tolist() if len(new_reps) else [])
         out["intervals"][metric] = (ib, inew)
         outcome, out["ratio"][metric] = judge(n[col], inew, b[col], ib, threshold)
         if outcome in (SLOWER, FASTER):
@@ -179,4 +228,8 @@ def compare_pair(key, b, n, base_reps, new_reps, threshold):
             f" (cannot tell {' or '.join(blind)}: {WHY_NOT})" if blind else "")
     else:
         out["verdict"] = ("REGRESSION: " if out["regression"] else "") + ", ".join(decisive)
+    marked = [f"{side} failed {', '.join(failed_checks(row))}"
+              for side, row in (("BASE", b), ("NEW", n)) if failed_checks(row)]
+    if marked:
+        out["verdict"] += f" ({'; '.join(marked)})"
     return out

@@ -99,12 +99,18 @@ def note(found, server_nodelay, command):
             "held until the client's ACK); paired run with TCP_NODELAY: " + command)
 
 
-def note_for_step(step, latency_ms):
-    """Detector note for a recorded step (open or closed loop echo traffic), or ""."""
+def finding_for_step(step, latency_ms):
+    """(reason code, note) of the detector on a recorded step (open or closed loop echo
+    traffic), or ("", ""): the code is ``nagle:send_interval`` or ``nagle:delayed_ack`` for
+    the signature, ``cluster:…`` for the same peak under TCP_NODELAY (a wait, not Nagle)."""
     if step.kind not in ("open", "closed"):
-        return ""
+        return "", ""
     interval = interval_ms(step.rate, step.connections) if step.kind == "open" else None
     found = detect(latency_ms, interval)
+    if not found:
+        return "", ""
+    nodelay = getattr(step, "server_nodelay", False)
     command = paired_command(step.variant, step.scenario, step.rate, step.connections,
                              step.payload)
-    return note(found, getattr(step, "server_nodelay", False), command)
+    where = "send_interval" if found[0] == "interval" else "delayed_ack"
+    return f"{'cluster' if nodelay else 'nagle'}:{where}", note(found, nodelay, command)

@@ -23,34 +23,50 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from bench.analysis import stats
+from bench.analysis import columns, stats
 from bench.errors import UsageError
 from bench.plan.scenarios import SCENARIOS
 
 KEY = ("variant", "scenario", "load_point")
 # Columns that split a row's key further where a run varies them (in this order).
-KEY_EXTRAS = ("client", "transport", "server_nodelay", "profiled", "recipient", "mix")
+KEY_EXTRAS = ("client", "transport", "server_nodelay", "profiled", "server_gc",
+              "server_events", "recipient", "mix")
 SPLITS = ("recipient", "mix")               # scenario columns that split a load point's panel
-BOOLS = ("valid", "driver_bound", "unstable", "noisy", "binary", "server_nodelay", "profiled")
-INTS = ("attempted", "ok", "errors", "timeouts", "connections", "repeats", "repeats_failed",
-        "broadcasts")
-TEXT = ("variant", "scenario", "load_point", "transport", "client", "note", "hdr", "hdr_service",
-        "censored", "ci_method", "recipient", "mix", "reply_match", "pushed")
-FLOATS = ("target_rate", "achieved_rate", "sent_rate", "p50_us", "p90_us", "p99_us", "p999_us",
-          "p9999_us", "max_us", "mean_us", "server_cpu_pct", "server_rss_mb", "driver_cpu_pct",
-          "p50_ci_low", "p50_ci_high", "p99_ci_low", "p99_ci_high", "send_lag_p50_us",
-          "send_lag_p99_us", "recv_wait_p50_us", "recv_wait_p99_us", "driver_share",
-          "steal_pct", "load_avg", "p99_cv", "p50_cv", "payload_bytes", "duration_s", "reach",
-          "unsolicited")
+# dtypes from the schema (bench/analysis/columns.py); ``repeat`` is parsed on its own
+BOOLS = columns.named(type_="bool")
+INTS = columns.named(type_="int")
+TEXT = tuple(c for c in columns.named(type_="text") if c != "repeat")
+FLOATS = columns.named(type_="float")
 # Which numeric column holds a load point's number, by the scenario record's load unit
 # (scenarios the table does not know fall back to the rate, then connections).
 UNIT_COLUMN = {"connections": "connections", "members": "connections", "size": "payload_bytes",
                "msg/s": "target_rate", "connects/s": "target_rate"}
 LOAD_COLUMN = {s.name: UNIT_COLUMN.get(s.load_unit) for s in SCENARIOS.values()}
-KNEE_TEXT = ("variant", "bound", "slo", "reason", "client", "transport")
+KNEE_TEXT = ("variant", "bound", "slo", "reason", "client", "transport", "attempts")
 
 
-def _truthy(value):
+# What a run written before reason codes put in its notes (their wording is frozen with those
+# runs): the codes it meant. Only runs without a ``reasons`` column are read this way.
+LEGACY_NOTES = (("Nagle signature", "nagle:"), ("although the server sets TCP_NODELAY", "cluster:"),
+                ("driver send lag", "driver_bound:send_lag"),
+                ("driver receive wait", "driver_bound:recv_wait"),
+                ("driver loop busy", "driver_bound:busy"))
+
+
+def legacy_reasons(note):
+    """The reason codes an older run's ``note`` stands for (see ``LEGACY_NOTES``)."""
+    note = note if isinstance(note, str) else ""
+    codes = []
+    for phrase, code in LEGACY_NOTES:
+        if phrase in note:
+            if code.endswith(":"):
+                code += "send_interval" if "send interval" in note else "delayed_ack"
+            codes.append(code)
+    return ";".join(codes)
+
+
+def truthy(value):
+    """A CSV cell read as a flag: true/1/yes/on in any case (what pandas leaves as text)."""
     return str(value).strip().lower() in ("true", "1", "yes", "on")
 
 
@@ -58,7 +74,7 @@ def _typed(frame, bools=BOOLS, ints=INTS, text=TEXT, floats=FLOATS):
     """``frame`` with every known column in its dtype; absent ones added empty."""
     frame = frame.copy()
     for col in bools:
-        frame[col] = frame[col].map(_truthy).astype(bool) if col in frame else False
+        frame[col] = frame[col].map(truthy).astype(bool) if col in frame else False
     for col in text:
         frame[col] = frame[col].fillna("").astype(str) if col in frame else ""
     for col in ints:
@@ -203,7 +219,10 @@ def read(run_dir):
         raise UsageError(f"{path} lacks column(s) {', '.join(missing)}: not a results summary")
     raw = raw.replace("", np.nan)
     is_aggregate = raw["repeat"].astype(str).str.strip().str.lower().eq("all")
+    legacy = "reasons" not in raw
     summary = _typed(raw)
+    if legacy:  # a run written before reason codes: its notes upgraded once, here
+        summary["reasons"] = summary["note"].map(legacy_reasons)
     summary["is_aggregate"] = is_aggregate.to_numpy()
     summary["repeat"] = pd.to_numeric(raw["repeat"].where(~is_aggregate, "0"),
                                       errors="coerce").fillna(0).astype(np.int64)

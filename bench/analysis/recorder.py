@@ -18,22 +18,10 @@ import numpy as np
 import pandas as pd
 from hdrh.log import HistogramLogWriter
 
-from bench.analysis import nagle, stats
+from bench.analysis import browserrow, columns, nagle, selfcheck, stats
 from bench.plan.job import Outcome
 
 OK, TIMEOUT, DISCONNECT = int(Outcome.OK), int(Outcome.TIMEOUT), int(Outcome.DISCONNECT)
-SUMMARY_COLUMNS = [
-    "variant", "scenario", "load_point", "repeat", "transport", "target_rate", "achieved_rate",
-    "attempted", "ok", "errors", "timeouts", "p50_us", "p90_us", "p99_us", "p999_us",
-    "p9999_us", "max_us", "mean_us", "server_cpu_pct", "server_rss_mb", "driver_cpu_pct",
-    "driver_bound", "valid", "note", "hdr",
-    # additions (the schema allows new columns, never renames)
-    "service_p50_us", "service_p99_us", "lag_p50_us", "lag_p99_us", "connections",
-    "duration_s", "client", "hdr_service", "sent_rate", "censored", "deadline_ms",
-    "send_lag_p50_us", "send_lag_p99_us", "recv_wait_p50_us", "recv_wait_p99_us",
-    "driver_share", "steal_pct", "load_avg", "foreign_cpu_pct", "noisy", "arrivals",
-    "requested", "reply_match", "unsolicited", "pushed",
-]
 SAMPLE_COLUMNS = ["variant", "scenario", "load_point", "repeat", "conn", "seq", "phase",
                   "intended_ns", "sent_ns", "received_ns", "latency_us", "service_us",
                   "outcome", "transport"]
@@ -68,6 +56,9 @@ def summarize(step, load, transport, resources, client, note=""):
         row.update(connect_columns(step, load.arrays, load.t0))
     if getattr(load, "replies", None):
         reply_columns(row, load.replies)
+    if getattr(load, "page", None):
+        row.update(browserrow.columns(load.arrays, measure_mask(load.arrays, step, load.t0),
+                                      load.page, step.deadline * 1e6))
     return [dict(row, **step.extra)]
 
 
@@ -86,7 +77,7 @@ def reply_columns(row, replies):
     ambiguous = int(replies.get("ambiguous") or 0)
     if replies["reply_match"] == "fifo" and ambiguous:
         names = ", ".join(repr(n) for n in sorted(unsolicited))
-        row["valid"] = False
+        mark_invalid(row, "reply_ambiguous")
         row["note"] = "; ".join(filter(None, [row["note"], (
             f"reply matching ambiguous: {ambiguous} {names} event(s) answered no message, so "
             "replies matched in order may belong to other messages (latencies too short); "
@@ -144,7 +135,7 @@ def fanout_rows(step, load, transport, resources, client, note):
     rows.append(dict(base, recipient="all", reach=round(reach, 6), broadcasts=triggers, **step.extra))
     if not reach >= 0.999:
         for row in rows:
-            row["valid"] = False
+            mark_invalid(row, "reach_below")
             row["note"] = "; ".join(filter(None, [row["note"], f"reach {100 * reach:.2f} %"]))
     return rows
 
@@ -179,30 +170,60 @@ def summarize_messages(step, load, transport, resources, client, note=""):
     service = stats.summary(hs)
     busy = 100.0 * load.busy_share if load.busy_share is not None else \
         resources.get("driver_cpu_pct", float("nan"))
-    reasons, driver_bound = [], False
+    reasons, codes, driver_bound = [], [], False
     p99 = latency["p99_us"] if np.isfinite(latency["p99_us"]) else stats.value_at(h, 99)
     limit = max(LAG_FLOOR_US, LAG_SHARE * p99) if np.isfinite(p99) else LAG_FLOOR_US
-    for name, value in (("send lag", lag_p99), ("receive wait", wait_p99)):
-        if np.isfinite(value) and value > limit:
+    lags = (sent[sent > 0] - intended[sent > 0]) / 1000.0 if step.open_loop else []
+    for code, name, values in (("send_lag", "send lag", lags), ("recv_wait", "receive wait", wait)):
+        bound, statistic = selfcheck.driver_lag_evidence(np.asarray(values, float), limit)
+        if bound:
             driver_bound = True
-            reasons.append(f"driver {name} p99 {value:.0f} us > {limit:.0f} us")
+            codes.append(f"driver_bound:{code}")
+            reasons.append(f"driver {name} p99 {statistic:.0f} us > {limit:.0f} us"
+                           if stats.enough_for(len(values), 99) else
+                           f"driver {name}: {statistic:.0f} of {len(values)} over {limit:.0f} "
+                           "us, more than 1 % (binomial p < 0.01)")
     if busy > BUSY_LIMIT:
         driver_bound = True
+        codes.append("driver_bound:busy")
         reasons.append(f"driver loop busy {busy:.0f} % > {BUSY_LIMIT:.0f} %")
     if not transport:
+        codes.append("no_transport")
         reasons.append("no working transport")
     if attempted == 0:
+        codes.append("nothing_measured")
         reasons.append("nothing measured")
     elif n_ok < 0.999 * attempted:
+        codes.append("acked_below")
         reasons.append(f"only {100.0 * n_ok / attempted:.2f} % acked")
     if step.open_loop and step.rate and achieved < 0.95 * step.rate:
+        codes.append("achieved_below")
         reasons.append(f"achieved {achieved:.0f}/s < 95 % of {step.rate:g}/s")
     if timeouts:
+        codes.append("timeouts")
         reasons.append(f"{timeouts} timed out (no reply within {step.deadline * 1000:g} ms)")
     lost = int((outcome == DISCONNECT).sum())
     if lost:
+        codes.append("disconnects")
         reasons.append(f"{lost} lost to disconnects")
-    held = nagle.note_for_step(step, (received[ok] - intended[ok]) / 1e6)  # Nagle peak, or ""
+    held_code, held = nagle.finding_for_step(step, (received[ok] - intended[ok]) / 1e6)
+    # a fan-out's deliveries of one broadcast share its send time: their checks and
+    # intervals would describe deliveries, not broadcasts, so those rows are not checked
+    checks = selfcheck.step_checks(
+        np.where(ok, (received - intended) / 1000.0, deadline_us), intended, sent,
+        window_start_ns=start, window_end_ns=end, open_loop=step.open_loop,
+        arrivals=step.arrivals, rate=step.rate) if step.kind not in ("fanout", "emit") \
+        else dict(reasons=[])
+    for name in ("p50", "p99"):  # on the histogram's buckets, where the row's percentiles are
+        for end, to_bucket in (("low", h.get_lowest_equivalent_value),
+                               ("high", h.get_highest_equivalent_value)):
+            value = checks.get(f"{name}_step_ci_{end}", np.nan)
+            if np.isfinite(value):
+                checks[f"{name}_step_ci_{end}"] = float(to_bucket(int(round(value))))
+    marks = selfcheck.sentences(checks)  # a failed check marks the row; it stays valid
+    codes += [held_code, *checks.pop("reasons")]
+    if resources.get("noisy"):
+        codes.append("noisy")
     p50 = latency["p50_us"]
     share = (lag_p50 + wait_p50) / p50 if np.isfinite(p50) and p50 > 0 and \
         np.isfinite(wait_p50) else float("nan")
@@ -215,7 +236,8 @@ def summarize_messages(step, load, transport, resources, client, note=""):
         server_cpu_pct=resources.get("server_cpu_pct", float("nan")),
         server_rss_mb=resources.get("server_rss_mb", float("nan")),
         driver_cpu_pct=round(busy, 1), driver_bound=driver_bound,
-        valid=not reasons, note="; ".join(filter(None, [note, *reasons, held])),
+        valid=not reasons, note="; ".join(filter(None, [note, *reasons, held, *marks])),
+        reasons=";".join(filter(None, codes)), **checks,
         hdr=stats.encode(h), hdr_service=stats.encode(hs),
         service_p50_us=service["p50_us"], service_p99_us=service["p99_us"],
         send_lag_p50_us=round(lag_p50, 1), send_lag_p99_us=round(lag_p99, 1),
@@ -231,14 +253,23 @@ def summarize_messages(step, load, transport, resources, client, note=""):
     )
 
 
-def failed_row(step, transport, note, client=""):
-    """A recorded failure: the variant did not serve; the run goes on."""
-    row = {c: float("nan") for c in SUMMARY_COLUMNS}
+def mark_invalid(row, code):
+    """Mark ``row`` invalid with a reason code (its note gets the sentence from the caller)."""
+    row["valid"] = False
+    row["reasons"] = ";".join(dict.fromkeys(filter(None, [*str(row.get("reasons") or "")
+                                                           .split(";"), code])))
+
+
+def failed_row(step, transport, note, client="", code="not_served"):
+    """A recorded failure: the variant did not serve (or the step could not run: ``code``
+    says which); the run goes on."""
+    row = {c: float("nan") for c in columns.ORDER}
     row.update(step.extra)
     row.update(variant=step.variant, scenario=step.scenario, load_point=step.load_point,
                repeat=step.repeat, aggregate=False, transport=transport,
                target_rate=step.rate if step.rate else float("nan"),
                attempted=0, ok=0, errors=0, timeouts=0, driver_bound=False, valid=False,
+               reasons=code,
                note=note, hdr="", hdr_service="", censored="", connections=step.connections,
                duration_s=step.duration, deadline_ms=step.deadline * 1000,
                client=client or step.client, arrivals=step.arrivals, noisy=False,

@@ -13,7 +13,7 @@ import time
 import numpy as np
 
 from bench.distributed.seal import ENV
-from bench.execute import lifecycle
+from bench import processes
 
 
 class EngineGone(Exception):
@@ -28,7 +28,7 @@ class Engine:
         env = {k: v for k, v in os.environ.items() if k != ENV}  # the token: never in argv
         if token:
             env[ENV] = token
-        self.proc = lifecycle.spawn(argv, log_path, stdin=subprocess.PIPE,
+        self.proc = processes.spawn(argv, log_path, stdin=subprocess.PIPE,
                                     stdout=subprocess.PIPE, env=env)
         self.buffer = b""
         self.lines = []
@@ -58,7 +58,7 @@ class Engine:
         return json.loads(self.lines.pop(0))
 
     def note(self):
-        return lifecycle.stderr_note(self.log_path, self.offset)
+        return processes.stderr_note(self.log_path, self.offset)
 
     def close(self, grace=3.0):
         """Ask the engine to quit (a master tells its workers), then stop its group."""
@@ -68,7 +68,7 @@ class Engine:
             self.proc.wait(timeout=grace)
         except (EngineGone, OSError, subprocess.TimeoutExpired):
             pass
-        lifecycle.kill_group(self.proc, grace=1.0)
+        processes.kill_group(self.proc, grace=1.0)
         if self.proc.stdout:
             self.proc.stdout.close()
 

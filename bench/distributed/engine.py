@@ -62,6 +62,7 @@ from locust.env import Environment  # noqa: E402
 
 from bench.distributed import TO_MASTER, TO_WORKER  # noqa: E402
 from bench.distributed.seal import ENV, Channel, claims  # noqa: E402
+from bench.driver.protocol import netloc  # noqa: E402
 
 CLOCK_EXCHANGES = 8
 CLOCK_TIMEOUT_S = 2.0
@@ -224,7 +225,7 @@ class Worker:
     def __init__(self, host, port, token):
         self.env = Environment(user_classes=[])
         self.quit_why = None
-        self.master = f"{host}:{port}"
+        self.master = netloc(host, port)
         self.runner = self.env.create_worker_runner(host, port)  # blocks until acked (bounded)
         self.link = Channel(token, None, self.runner.client_id, "master")
         self.challenge = AsyncResult()  # True: the master's challenge passed; False: it failed

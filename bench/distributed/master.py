@@ -42,7 +42,7 @@ from bench.distributed import DistributedError, is_loopback
 from bench.distributed.bridge import Engine, EngineGone, unpack
 from bench.distributed.seal import fingerprint
 from bench.driver.custom import merge_replies
-from bench.execute import lifecycle
+from bench import processes
 from bench.execute.load import DriverError, Load
 from bench.output import results
 from bench.plan.job import Job, Outcome
@@ -253,7 +253,7 @@ class Coordinator:
         # Not in the lifecycle's kill-everything list: the run's own cleanup would kill it
         # before it could tell the workers the run is over. close() stops it in the CLI's
         # finally, and it quits by itself when this process's end closes its stdin.
-        lifecycle.LIVE_GROUPS.discard(self.engine.proc.pid)
+        processes.LIVE_GROUPS.discard(self.engine.proc.pid)
         try:
             ev = self.engine.recv(time.monotonic() + 30)
         except EngineGone as exc:

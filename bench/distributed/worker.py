@@ -27,6 +27,7 @@ from bench import __version__
 from bench.distributed import allow_label, outside
 from bench.distributed.bridge import Engine, EngineGone, pack
 from bench.distributed.seal import fingerprint
+from bench.driver.protocol import netloc
 from bench.distributed.master import job_from_dict
 from bench.execute.load import DriverError, run_load
 from bench.plan.job import Outcome
@@ -75,20 +76,20 @@ def serve(master, drivers=1, connect_timeout=60.0, master_timeout=10.0, workdir=
         try:
             ev = receive(engine, time.monotonic() + connect_timeout + 15, dropped)
         except EngineGone as exc:
-            say(f"no master at {host}:{port}: {exc}")
+            say(f"no master at {netloc(host, port)}: {exc}")
             return 1
         except Refused as exc:
             say(f"{exc} ({mine})")
             return 1
         if not ev or ev.get("event") != "connected":
-            say(f"no master answered at {host}:{port} within {connect_timeout:g} s")
+            say(f"no master answered at {netloc(host, port)} within {connect_timeout:g} s")
             return 1
         engine.send(op="send", type="bench_hello",
                     data=dict(host=socket.gethostname(), pid=os.getpid(), drivers=drivers,
                               token_fingerprint=fingerprint(token),
                               allowed_targets=allow_label(allow), harness_version=__version__))
         if ev.get("verified"):  # else the refusal (one line) follows
-            say(f"connected to the master at {host}:{port} as {ev['node']} ({mine}; targets "
+            say(f"connected to the master at {netloc(host, port)} as {ev['node']} ({mine}; targets "
                 f"allowed: {', '.join(allow_label(allow))})")
         while True:
             try:

@@ -91,7 +91,7 @@ def _listener_class():
             if frame.msg_type != WSMsgType.TEXT:
                 if frame.msg_type == WSMsgType.BINARY and self.binary_ack is not None:
                     k, self.binary_ack = self.binary_ack, None
-                    self._acked(k, now)  # a binary ack is complete with its attachment
+                    self.acked(k, now)  # a binary ack is complete with its attachment
                 elif frame.msg_type == WSMsgType.CLOSE:
                     transport.disconnect()
                 return
@@ -99,7 +99,7 @@ def _listener_class():
             # decoded; a 64 KiB echo is never turned into a str just to read its id.
             head = bytes(frame.get_payload_as_memoryview()[:ACK_HEAD]).decode("ascii", "replace")
             if head.startswith("43"):
-                self._acked(protocol.parse_ack_id(head), now)
+                self.acked(protocol.parse_ack_id(head), now)
                 return
             if head.startswith("46"):
                 self.binary_ack = protocol.parse_binary_ack_id(head)
@@ -131,7 +131,9 @@ def _listener_class():
             elif packet.startswith("41") or packet.startswith("1"):
                 transport.disconnect()
 
-        def _acked(self, k, now):
+        def acked(self, k, now):
+            """Message k of this connection got its reply at ``now``: counted once, by the
+            one reply rule (store.record_reply), and passed to the ``on_ack`` hook."""
             if k is not None and record_reply(self.messages, k, now, woke_ns()):
                 self.outstanding -= 1
                 if self.on_ack is not None:
@@ -203,7 +205,8 @@ async def connect(url, index, messages, timeout, stamps=None, source=None, ssl_c
 
     async def tcp(parsed):
         loop = asyncio.get_running_loop()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        family = socket.AF_INET6 if ":" in parsed.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:

@@ -164,7 +164,7 @@ def attach(conn, plan, seed, observer=None, tally=None):
         if attachments:
             conn.binary_pending = [k, attachments]
         elif k is not None:
-            conn._acked(k, now)
+            conn.acked(k, now)
 
     def on_frame(transport, frame):
         now = mono()
@@ -174,7 +174,7 @@ def attach(conn, plan, seed, observer=None, tally=None):
                 conn.binary_pending[1] -= 1
                 if conn.binary_pending[1] <= 0:
                     k, conn.binary_pending = conn.binary_pending[0], None
-                    conn._acked(k, now)
+                    conn.acked(k, now)
             return
         if kind == WSMsgType.CLOSE:
             transport.disconnect()

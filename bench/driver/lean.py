@@ -76,7 +76,8 @@ async def run_job(job, t0_source, sink):
     return m
 
 
-def _stdin_t0():
+def stdin_t0():
+    """An awaitable source of the start time t0 (monotonic ns) the parent writes on stdin."""
     async def read():
         loop = asyncio.get_running_loop()
         line = await loop.run_in_executor(None, sys.stdin.readline)
@@ -113,7 +114,7 @@ def main(argv=None):
     sink = {}
 
     async def go():
-        t0_source = _stdin_t0()
+        t0_source = stdin_t0()
         task = asyncio.current_task()
 
         def terminated():

@@ -15,7 +15,7 @@ import time
 import numpy as np
 import socketio
 
-from bench.driver import store
+from bench.driver import protocol, store
 from bench.driver.loops import open_schedule, payload
 from bench.driver.store import TIMEOUT, UNSENT, Messages, record_reply
 from bench.plan.job import Job
@@ -26,7 +26,7 @@ mono = time.monotonic_ns
 def _client(job, i):
     host, port = job.targets[i % len(job.targets)]
     c = socketio.Client(reconnection=False)
-    c.connect(f"http://{host}:{port}", transports=[job.transport], wait_timeout=job.deadline)
+    c.connect(f"http://{protocol.netloc(host, port)}", transports=[job.transport], wait_timeout=job.deadline)
     return c
 
 

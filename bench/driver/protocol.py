@@ -15,8 +15,14 @@ CONNECT = "40"
 DISCONNECT = "41"
 
 
+def netloc(host, port):
+    """``host:port`` as a URL carries it: an IPv6 address goes in brackets (``[::1]:80``)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def ws_url(host, port, secure=False):
-    return f"{'wss' if secure else 'ws'}://{host}:{port}{WS_PATH}"
+    """The Engine.IO WebSocket URL of a server at ``host:port``."""
+    return f"{'wss' if secure else 'ws'}://{netloc(host, port)}{WS_PATH}"
 
 
 def event_body(event, data):

@@ -21,7 +21,8 @@ import numpy as np
 
 from bench import machine
 from bench.analysis import recorder, stats
-from bench.execute import lifecycle, reconnect
+from bench import processes
+from bench.execute import reconnect
 from bench.execute.capacity_table import capacity_row, knee_rows
 from bench.execute.fleet import Workers, grow_budget, probe_arrays, probe_load
 from bench.execute.load import DriverError
@@ -36,12 +37,12 @@ HOLD_MARGIN_S = 2.0         # a hold lasts the ping interval plus this (at least
 
 
 def server_pids(server):
-    """Every process of the deployment to read (none for a --target server)."""
+    """Every process of the deployment to read (a --target's only if found locally)."""
     return [p for p in getattr(server, "pids", [server.pid]) if p]
 
 
 def server_usage(server):
-    """(RSS MB, CPU seconds, open descriptors) of the whole deployment, NaN for --target."""
+    """(RSS MB, CPU seconds, open descriptors) of the whole deployment, NaN if unseen."""
     pids = server_pids(server)
     return machine.tree_usage(pids) if pids else (float("nan"),) * 3
 
@@ -55,14 +56,15 @@ def measure(runner, step, server, log_path, offset):
         verdict = verify(server.host, server.port, timeout=step.deadline, transport="websocket")
     if verdict.transport != "websocket":
         return [recorder.failed_row(step, verdict.transport or "", f"{verdict.note}; the "
-                                    f"{step.scenario} scenario needs WebSocket")], []
+                                    f"{step.scenario} scenario needs WebSocket",
+                                    code="no_websocket")], []
     sources = getattr(server, "source_addresses", ()) or \
         limits.source_addresses(max(step.connections, 901))
     job = Job(targets=tuple(tuple(t) for t in server.targets), connections=step.connections,
               warmup=0.0, duration=step.duration, deadline=step.deadline, kind=step.kind,
               seed=step.seed, source_addresses=tuple(sources),
               ca_file=getattr(server, "ca_file", None) or "", cpus=tuple(runner.driver_cpus or ()))
-    sampler = Sampler(step.variant, runner.run_start)
+    sampler = Sampler(step.variant, runner.run_start, cpus=runner.server_cpus)
     if server_pids(server):
         sampler.watch("server", server_pids(server), tree=True)
     sampler.start()
@@ -75,7 +77,8 @@ def measure(runner, step, server, log_path, offset):
         else:
             rows = reconnect.restart(step, server, workers)
     except DriverError as exc:
-        rows = [recorder.failed_row(step, "websocket", f"driver failed: {exc}", "lean")]
+        rows = [recorder.failed_row(step, "websocket", f"driver failed: {exc}", "lean",
+                                  "driver_failed")]
         if step.kind == "capacity":
             runner.folder.table("capacity.csv", [capacity_row(
                 step, step.connections, dict(step_ok=False, step_reason=f"driver failed: {exc}",
@@ -118,7 +121,7 @@ def walk(runner, step, server, workers, log_path, offset):
             runner.folder.table("capacity.csv", knee_rows(step, table, knee, broke))
             summary.append(recorder.failed_row(replace(step, load_point=f"{level} connections",
                                                        connections=level), "websocket", why,
-                                               "lean"))
+                                               "lean", "driver_failed"))
             break
         connect_us = np.concatenate([np.asarray(r["connect_ns"], float) for r in grown]) / 1e3
         failed = sum(r["failed"] for r in grown)
@@ -154,7 +157,7 @@ def walk(runner, step, server, workers, log_path, offset):
         if failed:
             top = max(errors, key=errors.get)
             reasons.append(f"{failed} connects failed ({top} ×{errors[top]})")
-            said = lifecycle.stderr_note(log_path, offset) if log_path else ""
+            said = processes.stderr_note(log_path, offset) if log_path else ""
             if "Error" in said or "Exception" in said:
                 reasons.append(f"server: {said[:160]}")
         if dropped:
@@ -208,5 +211,5 @@ def walk(runner, step, server, workers, log_path, offset):
             break
     if not summary:
         summary = [recorder.failed_row(step, "websocket", f"no probe measured: {broke}",
-                                       "lean")]
+                                       "lean", "no_probe")]
     return summary

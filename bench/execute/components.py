@@ -19,7 +19,7 @@ import shutil
 import socket
 import time
 
-from bench.execute import lifecycle
+from bench import processes
 
 REDIS_BINARIES = ("redis-server", "valkey-server")
 NGINX_BINARIES = ("nginx",)
@@ -60,7 +60,7 @@ def missing(topology):
 
 # --------------------------------------------------------------------------------- Redis
 
-def ping(port, timeout=1.0, host=lifecycle.HOST):
+def ping(port, timeout=1.0, host=processes.HOST):
     """True when a Redis server on ``port`` answers ``PING`` with ``+PONG``."""
     try:
         with socket.create_connection((host, port), timeout=timeout) as s:
@@ -72,7 +72,7 @@ def ping(port, timeout=1.0, host=lifecycle.HOST):
 
 def redis_argv(binary, port):
     """A throwaway Redis on loopback: no persistence, readable in process audits."""
-    return [binary, "--port", str(port), "--bind", lifecycle.HOST, "--save", "",
+    return [binary, "--port", str(port), "--bind", processes.HOST, "--save", "",
             "--appendonly", "no", "--protected-mode", "yes", "--daemonize", "no",
             "--logfile", "", "--databases", "1",
             # keep argv and environment readable in /proc (no title rewrite): process
@@ -85,20 +85,20 @@ def redis_serving(log_path, cpus=None, binary=None):
     """A real Redis on a free port, ready once it answers PING; stopped in ``finally``."""
     binary = binary or redis_binary()
     if not binary:
-        raise lifecycle.NotReady("redis-server not found: apt install redis-server")
-    with lifecycle.serving(lambda port: redis_argv(binary, port), log_path, cpus=cpus) as server:
+        raise processes.NotReady("redis-server not found: apt install redis-server")
+    with processes.serving(lambda port: redis_argv(binary, port), log_path, cpus=cpus) as server:
         deadline = time.monotonic() + 5.0
         while not ping(server.port):
             if time.monotonic() > deadline or not server.alive():
-                raise lifecycle.NotReady(f"redis on port {server.port} does not answer PING: "
-                                         f"{lifecycle.stderr_note(log_path, server.log_offset)}")
+                raise processes.NotReady(f"redis on port {server.port} does not answer PING: "
+                                         f"{processes.stderr_note(log_path, server.log_offset)}")
             time.sleep(0.02)
         yield server
 
 
 # --------------------------------------------------------------------------------- nginx
 
-def self_signed(folder, host=lifecycle.HOST):
+def self_signed(folder, host=processes.HOST):
     """A self-signed certificate for ``host`` (as IP SAN) in ``folder``; (cert, key) paths.
     The driver trusts exactly this certificate (its CA file), nothing is switched off."""
     from cryptography import x509
@@ -132,7 +132,7 @@ def nginx_config(folder, port, backends, tls=None):
     """nginx.conf text: one worker, everything under ``folder``, sticky by client address."""
     upstream = "\n".join(f"        server {h}:{p} max_fails=0;" for h, p in backends)
     user = "user root;\n" if os.geteuid() == 0 else ""  # workers can reach the run folder
-    listen = f"{lifecycle.HOST}:{port}" + (" ssl" if tls else "")
+    listen = f"{processes.HOST}:{port}" + (" ssl" if tls else "")
     ssl = (f"        ssl_certificate {tls[0]};\n        ssl_certificate_key {tls[1]};\n"
            "        ssl_protocols TLSv1.2 TLSv1.3;\n") if tls else ""
     temp = "\n".join(f"    {kind}_temp_path {os.path.join(folder, kind)};"
@@ -184,7 +184,7 @@ def nginx_serving(folder, log_path, backends, cpus=None, tls=False, binary=None)
     """A real nginx in front of ``backends`` on a free port; yields (server, cert or None)."""
     binary = binary or nginx_binary()
     if not binary:
-        raise lifecycle.NotReady("nginx not found: apt install nginx")
+        raise processes.NotReady("nginx not found: apt install nginx")
     os.makedirs(folder, exist_ok=True)
     cert = self_signed(folder) if tls else None
     conf = os.path.join(folder, "nginx.conf")
@@ -194,5 +194,5 @@ def nginx_serving(folder, log_path, backends, cpus=None, tls=False, binary=None)
             f.write(nginx_config(folder, port, backends, cert))
         return [binary, "-e", "stderr", "-p", folder, "-c", conf]
 
-    with lifecycle.serving(argv, log_path, cpus=cpus) as server:
+    with processes.serving(argv, log_path, cpus=cpus) as server:
         yield server, (cert[0] if cert else None)

@@ -11,9 +11,10 @@
   scenario), Redis and nginx left running.
 
 A server the harness did not spawn (``--target``) is a :class:`Target`: the same address
-fields, nothing to sample, stop or restart.
+fields, nothing to stop or restart; its ``pids`` (sampled as the server) when it listens on
+this machine's loopback, and ``observed`` says whether they were found.
 
-A plain variant delegates to ``lifecycle.serving``. A variant whose ``topology`` says
+A plain variant delegates to ``processes.serving``. A variant whose ``topology`` says
 ``queue = "redis"`` starts a real Redis, then N single-worker servers sharing it through
 ``SocketIO(app, message_queue=...)``, then (``proxy = "nginx"``) a real nginx in front. Every
 part is started by the lifecycle in its own process group and stopped in ``finally``, in
@@ -23,10 +24,12 @@ import contextlib
 import os
 import time
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 
 import psutil
 
-from bench.execute import components, lifecycle
+from bench import processes
+from bench.execute import components, resources
 
 DEFAULT_SERVERS = 2
 MAX_SERVERS = 16
@@ -35,10 +38,20 @@ SOURCE_ADDRESSES = tuple(f"127.0.0.{i}" for i in range(2, 34))  # 32 client addr
 
 @dataclass(frozen=True)
 class Target:
-    """A server the harness did not spawn (``--target``): no pid to sample, nothing to stop."""
+    """A server the harness did not spawn (``--target``): nothing to stop, sampled if local."""
     host: str
     port: int
     pid: None = None
+
+    @cached_property
+    def pids(self):
+        """Local processes on the target's port: their CPU is the server's, not foreign load."""
+        return resources.listening_pids(self.host, self.port)
+
+    @property
+    def observed(self):
+        """Is the server's side sampled? A row without it says so."""
+        return bool(self.pids)
 
     @property
     def targets(self):
@@ -83,7 +96,7 @@ class Deployment:
     host: str
     port: int
     targets: list
-    parts: list  # (role, lifecycle.Server)
+    parts: list  # (role, processes.Server)
     source_addresses: list = field(default_factory=list)
     ca_file: str | None = None  # TLS: the self-signed certificate clients trust
     redis_url: str | None = None
@@ -147,8 +160,8 @@ class Deployment:
         note = ""
         for server in servers:
             try:
-                server.wait_ready(lifecycle.ready_timeout_default())
-            except lifecycle.NotReady as exc:
+                server.wait_ready(processes.ready_timeout_default())
+            except processes.NotReady as exc:
                 note = note or f"restarted server not ready: {exc}"
         return stopped, note
 
@@ -163,24 +176,24 @@ def serving_variant(variant, log_path, cpus=None, options=None, env=None):
     if options.get("app_env"):  # --app-env: where the user's app reads its configuration
         env = dict(env or os.environ, **options["app_env"])
     if not is_scaleout(variant):
-        with lifecycle.serving(lambda port: variant.argv(port, app=app, knobs=knobs), log_path,
+        with processes.serving(lambda port: variant.argv(port, app=app, knobs=knobs), log_path,
                                cpus=cpus, env=env) as server:
             yield Deployment(server.host, server.port, [(server.host, server.port)],
                              [("server", server)])
         return
     n = server_count(variant, options)
     if not 1 <= n <= MAX_SERVERS:
-        raise lifecycle.NotReady(f"--servers must be in [1, {MAX_SERVERS}], got {n}")
+        raise processes.NotReady(f"--servers must be in [1, {MAX_SERVERS}], got {n}")
     base, _ = os.path.splitext(log_path)
     proxy = topology(variant).get("proxy")
     with contextlib.ExitStack() as stack:
         redis = stack.enter_context(components.redis_serving(base + ".redis.log", cpus=cpus))
-        url = f"redis://{lifecycle.HOST}:{redis.port}"
+        url = f"redis://{processes.HOST}:{redis.port}"
         queued = replace(variant, socketio_kwargs=dict(variant.socketio_kwargs,
                                                        message_queue=url))
         parts = [("redis", redis)]
         for i in range(n):
-            server = stack.enter_context(lifecycle.serving(
+            server = stack.enter_context(processes.serving(
                 lambda port: queued.argv(port, app=app, knobs=knobs), log_path, cpus=cpus,
                 env=env))
             parts.append((f"server {i + 1}/{n}", server))

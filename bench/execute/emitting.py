@@ -15,7 +15,7 @@ import time
 import numpy as np
 
 from bench import paths
-from bench.execute import lifecycle
+from bench import processes
 from bench.execute.load import DriverError, await_ready, read_line, spawn_piped
 
 EMITTER = os.path.join(paths.PACKAGE, "driver", "emitter.py")
@@ -78,7 +78,7 @@ def emitting(variant, deployment, step, room, workdir, cpus):
         yield Emitter(proc, log_path, offset, out,
                       budget=step.warmup + step.duration + step.deadline + 15)
     finally:
-        lifecycle.kill_group(proc, grace=1.0)
+        processes.kill_group(proc, grace=1.0)
         for path in (out, out + ".tmp"):
             if os.path.exists(path):
                 os.remove(path)

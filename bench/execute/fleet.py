@@ -13,7 +13,7 @@ import time
 import numpy as np
 import psutil
 
-from bench.execute import lifecycle
+from bench import processes
 from bench.execute.load import DriverError, Load, await_ready, read_line, spawn_piped
 from bench.plan import limits
 
@@ -87,7 +87,7 @@ class Workers:
             except (OSError, ValueError):
                 pass
         for p in self.procs:
-            lifecycle.kill_group(p, grace=2.0)
+            processes.kill_group(p, grace=2.0)
 
 
 def grow_budget(step, level, processes):

@@ -20,20 +20,23 @@ from dataclasses import dataclass
 import numpy as np
 
 from bench.driver.custom import merge_replies
-from bench.execute import lifecycle
+from bench import processes
 
-WORKER_MODULES = {"lean": "bench.driver.lean", "python-socketio": "bench.driver.polling"}
+WORKER_MODULES = {"lean": "bench.driver.lean", "python-socketio": "bench.driver.polling",
+                  "browser": "bench.driver.browser"}
 
 
 @dataclass(frozen=True)
 class Load:
     """What the driver processes measured: merged per-message arrays, the shared start time,
     and the busiest process's loop figures (busy share of its core, or None); ``replies``:
-    the user's traffic's event accounting, added over processes (bench/driver/custom.py)."""
+    the user's traffic's event accounting, added over processes (bench/driver/custom.py);
+    ``page``: what the browser client's page saw beyond the arrays (bench/driver/browser.py)."""
     arrays: dict
     t0: int
     busy_share: float | None
     replies: dict | None = None
+    page: dict | None = None
 
 
 class DriverError(Exception):
@@ -53,7 +56,7 @@ def _exit_text(proc):
         code = proc.wait(timeout=1.0)
     except subprocess.TimeoutExpired:
         return "stopped answering"
-    return lifecycle.exit_description(code)
+    return processes.exit_description(code)
 
 
 def read_line(proc, deadline, log_path, offset, what):
@@ -62,23 +65,23 @@ def read_line(proc, deadline, log_path, offset, what):
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise DriverError(f"driver timed out {what}: "
-                              f"{lifecycle.stderr_note(log_path, offset)}")
+                              f"{processes.stderr_note(log_path, offset)}")
         ready, _, _ = select.select([proc.stdout], [], [], min(remaining, 0.5))
         if ready:
             line = proc.stdout.readline().decode(errors="replace").strip()
             if not line:
                 raise DriverError(f"driver {_exit_text(proc)} {what}: "
-                                  f"{lifecycle.stderr_note(log_path, offset)}")
+                                  f"{processes.stderr_note(log_path, offset)}")
             return line
         if proc.poll() is not None:
-            raise DriverError(f"driver {lifecycle.exit_description(proc.returncode)} {what}: "
-                              f"{lifecycle.stderr_note(log_path, offset)}")
+            raise DriverError(f"driver {processes.exit_description(proc.returncode)} {what}: "
+                              f"{processes.stderr_note(log_path, offset)}")
 
 
 def spawn_piped(argv, log_path, cpus=None):
     """A harness-driven process in its own group: commands in on stdin, answers out on
     stdout, stderr to ``log_path``."""
-    return lifecycle.spawn(argv, log_path, cpus=cpus, stdin=subprocess.PIPE,
+    return processes.spawn(argv, log_path, cpus=cpus, stdin=subprocess.PIPE,
                            stdout=subprocess.PIPE)
 
 
@@ -89,7 +92,7 @@ def await_ready(procs, deadline, log_path, offset, what, name="driver"):
         line = read_line(p, deadline, log_path, offset, what)
         if line != "ready":
             raise DriverError(f"{name} said {line[:80]!r} instead of ready: "
-                              f"{lifecycle.stderr_note(log_path, offset)}")
+                              f"{processes.stderr_note(log_path, offset)}")
 
 
 def _merge(paths):
@@ -110,12 +113,14 @@ def _merge(paths):
     return {k: v[order] for k, v in merged.items()}
 
 
-def run_load(job, workdir, workers=1, client="lean", on_start=None, start_at=None):
+def run_load(job, workdir, workers=1, client="lean", on_start=None, start_at=None,
+             on_done=None):
     """Run ``job`` split over ``workers`` processes; return a :class:`Load`.
 
     ``on_start(pids, t0)`` is called once all workers are connected (resource sampling hooks
-    in there). ``start_at()``, if given, returns the start time t0 (monotonic ns) instead of
-    "now + 100 ms" (a distributed worker waits there for the master's agreed start).
+    in there), ``on_done()`` once every worker said done, before any is reaped.
+    ``start_at()``, if given, returns the start time t0 (monotonic ns) instead of "now +
+    100 ms" (a distributed worker waits there for the master's agreed start).
     Every worker is killed in ``finally`` whatever happens.
     """
     procs, outs = [], []
@@ -142,25 +147,29 @@ def run_load(job, workdir, workers=1, client="lean", on_start=None, start_at=Non
             p.stdin.write(f"{t0}\n".encode())
             p.stdin.flush()
         end = time.monotonic() + wall_budget
-        shares, replies = [], []
+        shares, replies, pages = [], [], []
         for p in procs:
             line = read_line(p, end, log_path, offset, "while measuring")
             word, _, stats = line.partition(" ")
             if word != "done":
                 raise DriverError(f"driver said {line[:80]!r} instead of done: "
-                                  f"{lifecycle.stderr_note(log_path, offset)}")
+                                  f"{processes.stderr_note(log_path, offset)}")
             loop = json.loads(stats or "{}")
             if loop.get("busy_ns") is not None and loop.get("total_ns"):
                 shares.append(loop["busy_ns"] / loop["total_ns"])
             replies.append(loop.get("replies"))
+            pages.append(loop.get("browser"))
+        if on_done:
+            on_done()
         arrays = _merge(outs)
         if arrays is None:
             raise DriverError("driver said done but saved no results")
-        return Load(arrays, t0, max(shares) if shares else None, merge_replies(replies))
+        return Load(arrays, t0, max(shares) if shares else None, merge_replies(replies),
+                    next((p for p in pages if p), None))
     except DriverError as exc:
         if t0 is not None and exc.partial is None:
             for p in procs:  # stop them before reading what they saved
-                lifecycle.kill_group(p, grace=1.0)
+                processes.kill_group(p, grace=1.0)
             merged = _merge([o for o in outs if os.path.exists(o)] +
                             [o + ".partial.npz" for o in outs
                              if os.path.exists(o + ".partial.npz")])
@@ -169,10 +178,10 @@ def run_load(job, workdir, workers=1, client="lean", on_start=None, start_at=Non
         raise
     except (BrokenPipeError, ConnectionResetError) as exc:
         raise DriverError(f"driver {_exit_text(procs[-1]) if procs else 'gone'} before start "
-                          f"({exc.strerror}): {lifecycle.stderr_note(log_path, offset)}") from None
+                          f"({exc.strerror}): {processes.stderr_note(log_path, offset)}") from None
     finally:
         for p in procs:
-            lifecycle.kill_group(p, grace=1.0)
+            processes.kill_group(p, grace=1.0)
         for o in outs:
             for path in (o, o + ".partial.npz"):
                 if os.path.exists(path):

@@ -32,7 +32,7 @@ import zlib
 from collections import Counter, defaultdict
 
 from bench.errors import UsageError
-from bench.execute import lifecycle
+from bench import processes
 
 RATE = 200          # samples per second
 TOP = 15            # functions per step kept in top.csv
@@ -73,7 +73,7 @@ def check_permitted(timeout=15.0):
     work = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"bench-pyspy-probe-{os.getpid()}")
     os.makedirs(work, exist_ok=True)
     log = os.path.join(work, "probe.log")
-    child = lifecycle.spawn([sys.executable, "-c", "import time; time.sleep(60)"], log)
+    child = processes.spawn([sys.executable, "-c", "import time; time.sleep(60)"], log)
     try:
         time.sleep(0.3)
         probe = subprocess.run([exe, "dump", "--pid", str(child.pid)], capture_output=True,
@@ -82,7 +82,7 @@ def check_permitted(timeout=15.0):
         raise UsageError("--profile: py-spy could not attach within "
                          f"{timeout:g} s (is ptrace blocked?)") from None
     finally:
-        lifecycle.kill_group(child)
+        processes.kill_group(child)
         shutil.rmtree(work, ignore_errors=True)
     if probe.returncode != 0:
         text = (probe.stderr or probe.stdout).strip()
@@ -137,7 +137,7 @@ class Profiler:
             return
         argv = [pyspy(), "record", "--pid", str(self.pid), "--subprocesses", "--gil",
                 "--rate", str(self.rate), "--format", "raw", "--output", self.raw_path]
-        proc = lifecycle.spawn(argv, self.log_path, cpus=self.cpus)
+        proc = processes.spawn(argv, self.log_path, cpus=self.cpus)
         began = time.monotonic()
         try:
             self._wait_until(end_ns)
@@ -149,12 +149,12 @@ class Profiler:
                 self.error = f"py-spy did not stop within {STOP_GRACE_S:g} s"
             if proc.returncode not in (0, None, -signal.SIGINT) and not self.error:
                 self.error = f"py-spy exited {proc.returncode}: " + \
-                    lifecycle.stderr_note(self.log_path)
+                    processes.stderr_note(self.log_path)
         except ProcessLookupError:
             self.error = "py-spy ended before the window closed: " + \
-                lifecycle.stderr_note(self.log_path)
+                processes.stderr_note(self.log_path)
         finally:
-            lifecycle.kill_group(proc)
+            processes.kill_group(proc)
 
     def finish(self):
         """Stop (if still waiting), write the SVG and speedscope files; a summary dict."""

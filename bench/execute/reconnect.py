@@ -29,7 +29,7 @@ def restart(step, server, workers):
         errors = "; ".join(f"{k} ×{v}" for r in grown for k, v in r["errors"].items())
         return [recorder.failed_row(step, "websocket", f"only {connected} of "
                                     f"{step.connections} connected before the restart: {errors}",
-                                    "lean")]
+                                    "lean", "not_connected")]
     watch = min(WATCH_S, max(step.duration, 30.0))
     workers.send(f"watch {watch:.3f}")
     workers.read(10, "starting the watch")

@@ -6,7 +6,13 @@ window's start and end, so a step's CPU % is cumulative CPU time over the window
 average of coarse samples. A step is ``noisy`` when the hypervisor stole more than
 ``NOISY_STEAL_PCT`` % of the CPU time or processes other than ours used more than
 ``NOISY_FOREIGN_PCT`` % of a core during the window: these machines are shared VMs.
+
+A ``--target`` server listening on this machine's loopback is found by its port
+(:func:`listening_pids`) and sampled as the server, so its CPU is not foreign. The sampling
+thread pins itself to the server's cores (``cpus``): it never runs on the driver's.
 """
+import contextlib
+import ipaddress
 import os
 import threading
 import time
@@ -14,6 +20,7 @@ import time
 import psutil
 
 NOISY_STEAL_PCT, NOISY_FOREIGN_PCT = 2.0, 25.0
+MIN_WINDOW_S = 0.1      # a shorter window's CPU % is the kernel's 10 ms tick, not a figure
 
 
 def _system():
@@ -25,6 +32,37 @@ def _system():
     return total - idle - steal, steal, total, os.getloadavg()[0]
 
 
+def _local(host):
+    """Is ``host`` this machine's loopback, or the any-address (which loopback reaches)?"""
+    try:
+        address = ipaddress.ip_address(host.split("%")[0])
+    except ValueError:
+        return host == "localhost"
+    address = getattr(address, "ipv4_mapped", None) or address
+    return address.is_loopback or address.is_unspecified
+
+
+def listening_pids(host, port):
+    """The local server behind a loopback ``host:port`` ([] if remote or hidden), to sample."""
+    if not _local(host):
+        return []
+    try:
+        found = {c.pid for c in psutil.net_connections(kind="inet")
+                 if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port
+                 and _local(c.laddr.ip)}
+    except (psutil.Error, OSError):
+        return []
+    found.discard(None)
+    roots = []  # a pre-fork server's workers listen too: keep the master, whose tree has them
+    for pid in found:
+        try:
+            if not {p.pid for p in psutil.Process(pid).parents()} & found:
+                roots.append(pid)
+        except psutil.Error:
+            continue
+    return sorted(roots)
+
+
 def _tree(pid):
     try:
         root = psutil.Process(pid)
@@ -34,28 +72,33 @@ def _tree(pid):
 
 
 def _usage(procs):
-    """Total CPU seconds and RSS (MB) of live processes; vanished ones are skipped."""
+    """Total CPU seconds and RSS (MB) of processes; an exited process not yet reaped (a
+    zombie) still has its CPU seconds, vanished ones are skipped."""
     cpu, rss = 0.0, 0.0
     for p in procs:
         try:
             t = p.cpu_times()
             cpu += t.user + t.system
-            rss += p.memory_info().rss / 1e6
         except psutil.Error:
-            pass
+            continue
+        with contextlib.suppress(psutil.Error):
+            rss += p.memory_info().rss / 1e6
     return cpu, rss
 
 
 class Sampler:
     """Samples ``roles`` ({"server": [pid], "driver": [pids]}) until stopped."""
 
-    def __init__(self, variant, run_start, interval=1.0):
+    def __init__(self, variant, run_start, interval=1.0, cpus=None):
         self.variant, self.run_start, self.interval = variant, run_start, interval
+        self.cpus = cpus  # where the sampling thread runs (None: wherever it is allowed)
         self.rows = []
         self.roles = {}
         self.marks = []
         self.snapshots = {}
+        self.ticks = []  # (monotonic ns, ns spent) of every sample and snapshot taken
         self._stop = threading.Event()
+        self._wake = threading.Event()  # a new mark: the thread re-plans its next wake-up
         self._lock = threading.Lock()
         self._thread = None
 
@@ -76,16 +119,30 @@ class Sampler:
         with self._lock:
             self.marks.append((at_ns, name))
             self.marks.sort()
+        self._wake.set()  # the thread may be asleep until its next tick, past this mark
 
     def start(self):
         self._thread = threading.Thread(target=self._run, name="resource-sampler", daemon=True)
         self._thread.start()
         return self
 
+    def load_ended(self):
+        """The load is over: a mark still ahead is taken now, while the driver processes
+        are still there to be read (exited, not yet reaped). The load can end before its
+        window does (the last arrival answered early), and the snapshot then holds
+        everything the window would have."""
+        with self._lock:
+            pending, self.marks = self.marks, []
+        for _, name in pending:
+            self.snapshots[name] = (time.monotonic(), self._snapshot())
+
     def stop(self):
+        """Stop sampling; a mark still ahead is taken now (see :meth:`load_ended`)."""
         self._stop.set()
+        self._wake.set()
         if self._thread:
             self._thread.join(5)
+        self.load_ended()
 
     def _snapshot(self):
         with self._lock:
@@ -94,6 +151,9 @@ class Sampler:
         return snap
 
     def _run(self):
+        if self.cpus:  # a CPU set the machine no longer allows leaves the thread where it is
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(threading.get_native_id(), self.cpus)
         next_tick = time.monotonic()
         while not self._stop.is_set():
             now_ns = time.monotonic_ns()
@@ -102,13 +162,18 @@ class Sampler:
                 self.marks = [m for m in self.marks if m[0] > now_ns]
             for _, name in due:
                 self.snapshots[name] = (time.monotonic(), self._snapshot())
+            sampled = bool(due)
             if time.monotonic() >= next_tick:
                 self._sample()
                 next_tick += self.interval
+                sampled = True
+            if sampled:
+                self.ticks.append((now_ns, time.monotonic_ns() - now_ns))
             with self._lock:
                 upcoming = [m[0] / 1e9 for m in self.marks]
             wake = min([next_tick, *upcoming])
-            self._stop.wait(max(0.0, wake - time.monotonic()))
+            self._wake.wait(max(0.0, wake - time.monotonic()))
+            self._wake.clear()
 
     def _sample(self):
         t = round(time.time() - self.run_start, 3)
@@ -140,6 +205,8 @@ class Sampler:
         if start not in self.snapshots or end not in self.snapshots:
             return {}
         (t_a, a), (t_b, b) = self.snapshots[start], self.snapshots[end]
+        if t_b - t_a < MIN_WINDOW_S:  # the load ended before its window: CPU ticks are 10 ms
+            return {}
         out = {}
         if t_b > t_a and "_system" in a and "_system" in b:
             (busy_a, steal_a, total_a, _), (busy_b, steal_b, total_b, load) = a["_system"], \

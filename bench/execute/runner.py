@@ -4,7 +4,9 @@ import os
 import sys
 import time
 
-from bench.execute import lifecycle, sweep
+from bench import processes
+from bench.execute import sweep
+from bench.driver import browser
 from bench.execute.step import StepRunner
 from bench.output.runfolder import RunFolder
 
@@ -15,9 +17,9 @@ def variant_records(registry, steps, options):
 
 
 def prepare_environments(registry, steps, meta):
-    """Build the variants' environments on first use (bench/execute/environments.py) and
+    """Build the variants' environments on first use (bench/environments.py) and
     record every installed version per environment in meta.json."""
-    from bench.execute import environments
+    from bench import environments
 
     variants = [registry.variants[n] for n in dict.fromkeys(s.variant for s in steps)
                 if n in registry.variants]
@@ -52,6 +54,8 @@ def execute(registry, steps, options, run_dir, progress, app=None, target=None, 
     prepare_environments(registry, steps, folder.meta)
     folder.meta.update({k: options[k] for k in ("app_override", "server_knobs", "scenario_file")
                         if options.get(k)})  # the user's app, knobs and traffic
+    if any(s.client == "browser" for s in steps):
+        folder.meta["browser"] = browser.settings()
     folder.start()
     if runner_.driver_cpus:
         os.sched_setaffinity(0, runner_.driver_cpus)
@@ -59,10 +63,13 @@ def execute(registry, steps, options, run_dir, progress, app=None, target=None, 
     try:
         for step in steps:
             if step.sweep_rates:
-                before = len(folder.rows)
+                before, parts = len(folder.rows), {}
 
                 def measure(sub, part):
                     progress.step(sub)
+                    if sub.rate in parts:  # a retried rate: the first attempt's samples stay
+                        folder.supersede(runner_.sample_name(sub, parts[sub.rate]))
+                    parts[sub.rate] = part
                     rows, resources = runner_.run(sub, part)
                     folder.add(rows, resources)  # written at once; a retry replaces it below
                     progress.done(sub, rows[-1])
@@ -80,6 +87,6 @@ def execute(registry, steps, options, run_dir, progress, app=None, target=None, 
         stopped_by = f"{type(exc).__name__}: {exc}"[:300]
         raise
     finally:
-        lifecycle.kill_all_groups()
+        processes.kill_all_groups()
         folder.finish(status, stopped_by)
     return folder.rows

@@ -27,7 +27,16 @@ def slo_breach(row, rate, o):
     p99 = row["p99_us"]
     if not p99 == p99:
         return "too few samples for a p99"
-    if not p99 <= o["slo_p99_ms"] * 1000:
+    slo_us = o["slo_p99_ms"] * 1000
+    if o.get("precision"):  # judged on the step's own p99 interval, not on its point
+        low, high = row.get("p99_step_ci_low"), row.get("p99_step_ci_high")
+        if not (low == low and high == high):
+            return "no p99 interval (too few samples)"
+        if high > slo_us:
+            return (f"p99 {p99 / 1000:.1f} ms [{low / 1000:.1f}–{high / 1000:.1f}] "
+                    f"{'>' if low > slo_us else 'straddles'} {o['slo_p99_ms']:g} ms")
+        return ""
+    if not p99 <= slo_us:
         return f"p99 {p99 / 1000:.1f} ms > {o['slo_p99_ms']:g} ms"
     return ""
 
@@ -35,21 +44,24 @@ def slo_breach(row, rate, o):
 def search(step, o, measure):
     """Run the sweep of ``step``; ``measure(sub_step, attempt)`` returns the step's rows.
     Returns (rows, knee record): one set of rows per rate (a retried rate keeps only its
-    last measurement)."""
+    last measurement). A rate that breaks the SLO is measured once more before the search
+    moves down (one bad step on a shared machine must not set the knee); the knee record's
+    ``attempts`` lists every rate's outcomes in order."""
     rates = list(step.sweep_rates)
     refine = 0 if o.get("quick") else o.get("sweep_refine", 2)
-    by_rate, retried, attempt = {}, set(), 0
+    by_rate, retried, attempt, outcomes = {}, set(), 0, []
     passed, failed, failed_reason, driver_break = None, None, "", False
     while rates:
         rate = rates.pop(0)
         rows = measure(step.at_rate(rate, o), attempt)
         attempt += 1
         broken = slo_breach(rows[0], rate, o)
+        outcomes.append(f"{rate:g}:{'fail' if broken else 'pass'}")
         for row in rows:
             row["slo_pass"] = not broken
         by_rate[rate] = rows
-        if broken and rows[0]["driver_bound"] and rate not in retried:
-            retried.add(rate)  # inconclusive: measure once more before it can end the sweep
+        if broken and rate not in retried:
+            retried.add(rate)  # measured once more before it can end the sweep
             rates.insert(0, rate)
             continue
         if broken and rows[0]["driver_bound"] and failed is not None and not driver_break:
@@ -76,5 +88,6 @@ def search(step, o, measure):
         bound, reason = "exact", failed_reason
     knee = dict(variant=step.variant, knee_msg_s=passed if passed is not None else 0.0,
                 next_msg_s=failed if failed is not None else float("nan"), bound=bound,
-                slo=slo_text(o), reason=reason, repeat=step.repeat, client=step.client)
+                slo=slo_text(o), reason=reason, repeat=step.repeat, client=step.client,
+                attempts=" ".join(outcomes))
     return [r for rate in sorted(by_rate) for r in by_rate[rate]], knee

@@ -65,7 +65,8 @@ def _polling(host, port, timeout):
 
     client = socketio.Client(reconnection=False)
     try:
-        client.connect(f"http://{host}:{port}", transports=["polling"], wait_timeout=timeout)
+        client.connect(f"http://{protocol.netloc(host, port)}", transports=["polling"],
+                       wait_timeout=timeout)
         reply = client.call("echo", PROBE, timeout=timeout)
         if reply != PROBE:
             raise ValueError(f"echo returned {str(reply)[:80]!r}")
@@ -254,4 +255,12 @@ def handler_exception(log_path, offset=0):
     for line in tail[1:]:
         if line and not line.startswith((" ", "\t", "Traceback")):
             return line.strip()[:200]
+    return ""
+
+
+def all_failed_line(rows):
+    """The one line that ends a run whose every step failed on the user's traffic, or ""."""
+    notes = [str(r.get("note") or "") for r in rows]
+    if rows and all(n.startswith(TRAFFIC_NOTE) for n in notes):
+        return notes[0]
     return ""

@@ -9,6 +9,7 @@ without an interval.
 """
 import pandas as pd
 
+from bench.analysis import compare
 from bench.analysis.reader import has_data
 from bench.analysis.stats import LOG_T_MIN
 from bench.output import verdicts
@@ -76,12 +77,13 @@ def banner(agg):
                           detail=", ".join(f"{r['series']} at {where(r)}"
                                            for _, r in invalid.iterrows())))
     served = agg[agg.apply(has_data, axis=1)]
-    blind = [(r, [m for m in verdicts.METRICS if pd.isna(r[f"{m}_ci_low"])])
+    blind = [(r, [m for m in verdicts.METRICS if pd.isna(compare.interval_of(r, m)[0])])
              for _, r in served.iterrows()]
     blind = [(r, m) for r, m in blind if m]
     if blind:
         items.append(dict(head=f"{len(blind)} row(s) without an interval (needs ≥ {LOG_T_MIN} "
-                               "repeats with a value; their comparisons stay inconclusive)",
+                               "repeats with a value, or one repeat with enough samples; their "
+                               "comparisons stay inconclusive)",
                           detail=", ".join(f"{r['series']} at {where(r)} ({'/'.join(m)})"
                                            for r, m in blind)))
     return items

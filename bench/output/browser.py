@@ -1,7 +1,7 @@
 """Headless Chromium on a report: its first screen as report.png and what its check script saw.
 
 Chromium (Debian's ``chromium``) runs as its own process group through
-``bench.execute.lifecycle`` with a fresh profile folder, offline-quiet flags and a 1280 × 800
+``bench.processes`` with a fresh profile folder, offline-quiet flags and a 1280 × 800
 window, and is killed in ``finally`` whatever happens. report.html's own script writes what it
 measured into ``data-*`` attributes of <body> (images decoded, tables laid out, where the answer
 section lies, elements overflowing their container); :func:`checks` reads them back.
@@ -12,7 +12,7 @@ import shutil
 import subprocess
 import tempfile
 
-from bench.execute import lifecycle
+from bench import processes
 
 NAMES = ("chromium", "chromium-browser")
 WINDOW = (1280, 800)
@@ -39,7 +39,7 @@ def _run(args, timeout=TIMEOUT_S):
     with tempfile.TemporaryDirectory(prefix="bench-chromium-") as tmp:
         out_path = os.path.join(tmp, "stdout")
         with open(out_path, "wb") as out:
-            proc = lifecycle.spawn([exe, *FLAGS, f"--user-data-dir={os.path.join(tmp, 'profile')}",
+            proc = processes.spawn([exe, *FLAGS, f"--user-data-dir={os.path.join(tmp, 'profile')}",
                                     f"--window-size={WINDOW[0]},{WINDOW[1]}", *args],
                                    os.path.join(tmp, "stderr"), stdout=out)
         try:
@@ -47,7 +47,7 @@ def _run(args, timeout=TIMEOUT_S):
         except subprocess.TimeoutExpired:
             raise BrowserError(f"chromium did not finish within {timeout:.0f} s") from None
         finally:
-            lifecycle.kill_group(proc, grace=1.0)
+            processes.kill_group(proc, grace=1.0)
         with open(out_path, errors="replace") as f:
             return f.read()
 

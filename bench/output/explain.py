@@ -10,7 +10,8 @@ import os
 import numpy as np
 import pandas as pd
 
-from bench.analysis.reader import KEY_EXTRAS, _truthy
+from bench.analysis.reader import KEY_EXTRAS, truthy
+from bench.output import causes
 from bench.output.formatting import ms, ratio
 
 TOP_PER_VARIANT = 8
@@ -21,7 +22,7 @@ def _label(column, value):
     """A key part as the tables show it: toggles by name where on, "" where off."""
     if column in ("server_nodelay", "profiled"):
         return {"server_nodelay": "TCP_NODELAY", "profiled": "profiled"}[column] \
-            if _truthy(value) else ""
+            if truthy(value) else ""
     return "" if value is None or value != value else str(value)
 
 
@@ -29,7 +30,7 @@ def pairs(agg, column):
     """Aggregate rows matched off/on for a bool column: [(key labels, off row, on row)]."""
     if column not in agg or len(agg) == 0:
         return []
-    flags = agg[column].map(_truthy)
+    flags = agg[column].map(truthy)
     if not flags.any() or flags.all():
         return []
     other = [e for e in KEY_EXTRAS  # the extras this run varies (not a lone client name)
@@ -46,9 +47,11 @@ def pairs(agg, column):
 
 
 def _held(row):
-    note = str(row.get("note") or "")
-    return "yes" if "Nagle signature" in note else ("cluster, not Nagle" if "although the "
-                                                   "server sets TCP_NODELAY" in note else "")
+    """Whether the Nagle detector found its signature (reason ``nagle:…``) or the same peak
+    under TCP_NODELAY (``cluster:…``) in the row."""
+    codes = str(row.get("reasons") or "").split(";")
+    return "yes" if any(c.startswith("nagle:") for c in codes) else (
+        "cluster, not Nagle" if any(c.startswith("cluster:") for c in codes) else "")
 
 
 def nodelay_blocks(data):
@@ -149,9 +152,9 @@ def profile_blocks(data):
                       & (steps["load_point"].astype(str) == str(p["load_point"]))
                       & (steps["repeat"].astype(str) == str(p["repeat"]))]
         if "profiled" in match:
-            match = match[match["profiled"].map(_truthy)]
+            match = match[match["profiled"].map(truthy)]
         if "server_nodelay" in match:
-            match = match[match["server_nodelay"].map(_truthy) == _truthy(p.get("server_nodelay"))]
+            match = match[match["server_nodelay"].map(truthy) == truthy(p.get("server_nodelay"))]
         r = match.iloc[0] if len(match) else None
         first = top[(top["variant"] == p["variant"]) & (top["scenario"] == p["scenario"])
                     & (top["load_point"].astype(str) == str(p["load_point"]))
@@ -162,7 +165,7 @@ def profile_blocks(data):
                  if isinstance(p.get("profile_svg"), str) and p["profile_svg"] else
                  str(p.get("profile_error") or "no profile"))
         table.append([p["variant"], p["scenario"], p["load_point"], p["repeat"],
-                      "on" if _truthy(p.get("server_nodelay")) else "off",
+                      "on" if truthy(p.get("server_nodelay")) else "off",
                       ms(r["p50_us"]) if r is not None else "–",
                       ms(r["p99_us"]) if r is not None else "–",
                       f"{p['gil_held_pct']:.0f}" if not pd.isna(p["gil_held_pct"]) else "–",
@@ -177,7 +180,7 @@ def profile_blocks(data):
 def blocks(data):
     """Every explain section that applies to this run (none for a plain run), as blocks:
     ("h", level, text), ("p", text), ("table", headers, rows)."""
-    return nodelay_blocks(data) + profile_blocks(data)
+    return nodelay_blocks(data) + profile_blocks(data) + causes.blocks(data)
 
 
 def items(data):

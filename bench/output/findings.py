@@ -22,12 +22,17 @@ def downgrades(agg):
     return items
 
 
+DRIVER_LACKED = {"driver_bound:send_lag": "send lag", "driver_bound:recv_wait": "receive wait",
+                 "driver_bound:busy": "loop busy"}
+
+
 def driver_bound(agg):
-    """Per variant: the driver-bound rows and what the driver lacked."""
-    return [f"{variant}: " + ", ".join(
-        f"{where(r)} ({'; '.join(s for s in r['note'].split('; ') if s.startswith('driver')) or 'driver-bound'})"
-        for _, r in g.iterrows()) for variant, g in agg[agg["driver_bound"]].groupby(
-            "variant", sort=False)]
+    """Per variant: the driver-bound rows and what the driver lacked (from their reasons)."""
+    def lacked(r):
+        codes = str(r.get("reasons") or "").split(";")
+        return ", ".join(DRIVER_LACKED[c] for c in codes if c in DRIVER_LACKED) or "driver-bound"
+    return [f"{variant}: " + ", ".join(f"{where(r)} ({lacked(r)})" for _, r in g.iterrows())
+            for variant, g in agg[agg["driver_bound"]].groupby("variant", sort=False)]
 
 
 def ranking(agg):

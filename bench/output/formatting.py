@@ -7,7 +7,7 @@ import math
 
 import pandas as pd
 
-from bench.analysis import reader, stats
+from bench.analysis import compare, reader, stats
 
 NO_INTERVAL = f"n/a (needs ≥ {stats.LOG_T_MIN} repeats)"
 EMPTY = "–"
@@ -44,17 +44,20 @@ def ms_short(us, digits=3):
 
 
 def interval_text(row, metric, fmt=ms):
-    """' [low–high]' in ms, or '' when the row has no interval."""
-    lo, hi = row.get(f"{metric}_ci_low", float("nan")), row.get(f"{metric}_ci_high", float("nan"))
+    """' [low–high]' in ms (over repeats, or the one repeat's per-step interval), or '' when
+    the row has none."""
+    lo, hi, _ = compare.interval_of(row, metric)
     return "" if pd.isna(lo) or pd.isna(hi) else f" [{fmt(lo)}–{fmt(hi)}]"
 
 
 def interval_method(row):
     """How a row's interval was made, or why it has none."""
-    method = str(row.get("ci_method") or "")
-    if pd.isna(row["p50_ci_low"]) and pd.isna(row["p99_ci_low"]):
+    methods = [compare.interval_of(row, m) for m in ("p50", "p99")]
+    found = [m for lo, _, m in methods if not pd.isna(lo)]
+    if not found:
+        method = str(row.get("ci_method") or "")
         return NO_INTERVAL if not method or method.startswith("none") else method
-    return method.split(" (")[0] or "from the CSV"
+    return str(found[0]).split(" (")[0] or "from the CSV"
 
 
 def value_text(row, metric, fmt=ms):

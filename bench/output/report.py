@@ -12,8 +12,8 @@ import os
 import pandas as pd
 
 from bench.analysis import reader
-from bench.output import (answer, browser, capacity_chart, claims, explain, findings, logscan,
-                          plots, tables, templating)
+from bench.output import (answer, browser, capacity_chart, claims, explain, findings, inpclaim,
+                          logscan, plots, tables, templating)
 from bench.output.formatting import NO_INTERVAL, who, where
 from bench.output.plots import style
 from bench.output.plots.rows import scenario_rows
@@ -24,7 +24,8 @@ SCREENSHOT = "report.png"
 # The report's prose, in one place for both templates (**bold** and `code` are its only marks).
 TEXT = dict(
     rules="Rules: a verdict rests on p50 AND p99 with their 95 % intervals over repeats (the "
-          "interval of each row's median per-repeat value; see the `interval` column). “Above” "
+          "interval of each row's median per-repeat value; see the `interval` column), or, for "
+          "a single repeat, the step's own interval from its samples. “Above” "
           "or “below” means the intervals do not overlap and the values differ by more than "
           f"{MATERIAL * 100:.0f} %; apart but closer, or overlapping with even the worse end "
           f"within {MATERIAL * 100:.0f} %, counts as “the same”; otherwise, or with no interval "
@@ -34,7 +35,7 @@ TEXT = dict(
            "not shown materially slower at p50 (the p50 intervals overlap, lie within "
            f"{MATERIAL * 100:.0f} %, or one is missing); “next” = the fastest deployment that "
            "is, with its p50 and p99 as multiples of the fastest's. ms, [95 % interval over "
-           "repeats].",
+           "repeats, or the one repeat's own].",
     knees="A knee is the highest rate that met the SLO; bound `exact` when a higher step failed "
           "(the next step is the first failing rate), `lower` when the sweep never broke or "
           "broke only because the driver did, `none` when the first step failed.",
@@ -46,8 +47,9 @@ TEXT = dict(
                "with `--client lean,python-socketio --transport websocket,polling` to separate "
                "the client's cost from the transport's.",
     tables="Latency in ms from each message's intended send time, from the merged histogram of "
-           "all repeats; [95 % interval over repeats] where there were enough (`interval` says "
-           "which method, or why none). “–” = too few samples for that percentile; “≥” = "
+           "all repeats; [95 % interval over repeats, or a single repeat's own from its samples] "
+           "where there were enough (`interval` says which method, or why none). A row that "
+           "failed a self-check stays valid and says which in “Can I trust this row?”. “–” = too few samples for that percentile; “≥” = "
            "censored at the deadline (more than 1 − q of the messages timed out). Driver share "
            "= the driver's own lag p50 ÷ latency p50. Invalid, driver-bound and noisy rows are "
            "kept and flagged.",
@@ -96,11 +98,21 @@ def findings_of(data):
     """The findings sections: downgrades, driver-bound rows, ranking, claims, knees, …"""
     agg = data.aggregates
     return dict(downgrades=findings.downgrades(agg), driver_bound=findings.driver_bound(agg),
-                ranking=findings.ranking(agg), claims=claims.judged(per_scenario(data)),
+                ranking=findings.ranking(agg), claims=judged_claims(data),
                 knees=findings.knees(data), fanout=findings.fanout_findings(agg),
                 blocking=findings.blocking_findings(agg),
                 noisy=[f"{who(r)} · {where(r)}" for _, r in agg[agg["noisy"]].iterrows()],
                 material=f"{MATERIAL * 100:.0f} %")
+
+
+def judged_claims(data):
+    """The seed's claims: the first two on the harness's own clients' rows, the INP claim on
+    browser rows (present when the run has them)."""
+    rows = per_scenario(data)
+    browser_rows = rows["client"] == "browser" if "client" in rows else None
+    if browser_rows is None or not browser_rows.any():
+        return claims.judged(rows)
+    return [*claims.judged(rows[~browser_rows]), inpclaim.judge(data, rows)]
 
 
 def per_scenario(data):

@@ -139,10 +139,22 @@ def write_part(run_dir, index, frame):
     atomic_csv(frame, os.path.join(run_dir, ".parts", f"samples-{index}.csv.gz"))
 
 
+def read_part(run_dir, index):
+    """One step's samples part as written (None when it has none)."""
+    path = os.path.join(run_dir, ".parts", f"samples-{index}.csv.gz")
+    return pd.read_csv(path) if os.path.exists(path) else None
+
+
 def write_hlog(run_dir, name, text):
     """One step's HdrHistogram interval log under hlog/."""
     os.makedirs(os.path.join(run_dir, "hlog"), exist_ok=True)
     atomic_write(os.path.join(run_dir, "hlog", f"{name}.hlog"), text)
+
+
+def write_events(run_dir, name, frame):
+    """One step's server events and sampler ticks under events/."""
+    os.makedirs(os.path.join(run_dir, "events"), exist_ok=True)
+    atomic_csv(frame, os.path.join(run_dir, "events", f"{name}.csv"))
 
 
 def join_parts(run_dir):

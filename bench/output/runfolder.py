@@ -6,7 +6,7 @@ import shutil
 import pandas as pd
 
 from bench import SCHEMA_VERSION, __version__
-from bench.analysis import aggregate, recorder
+from bench.analysis import aggregate, columns, recorder
 from bench.errors import ResultsWriteError
 from bench.output import results
 
@@ -62,16 +62,30 @@ class RunFolder:
         self.tables.setdefault(name, []).extend(rows)
         writing(self.run_dir, self.flush)
 
-    def samples(self, name, frame, hlog=None):
+    def samples(self, name, frame, hlog=None, events=None):
+        """One step's per-message rows, its interval log (``hlog/``) and its server events
+        (``events/``), each written atomically."""
         def write():
             results.write_part(self.run_dir, name, frame)
             if hlog:
                 results.write_hlog(self.run_dir, name, hlog)
+            if events is not None:
+                results.write_events(self.run_dir, name, events)
+        writing(self.run_dir, write)
+
+    def supersede(self, name):
+        """Mark a step's samples as superseded by a longer attempt of the same step (their
+        ``phase`` becomes ``superseded``): kept, but out of every ``measure`` selection."""
+        def write():
+            frame = results.read_part(self.run_dir, name)
+            if frame is not None:
+                frame["phase"] = "superseded"
+                results.write_part(self.run_dir, name, frame)
         writing(self.run_dir, write)
 
     def flush(self):
         rows = self.rows + aggregate.aggregate(self.rows)
-        results.write_summary(self.run_dir, rows, recorder.SUMMARY_COLUMNS)
+        results.write_summary(self.run_dir, rows, columns.ORDER)
         if self.resource_rows:
             results.atomic_csv(pd.DataFrame(self.resource_rows),
                                os.path.join(self.run_dir, "resources.csv"))

@@ -1,9 +1,12 @@
 """The report's tables: the run's metadata and one compact table per scenario."""
 import pandas as pd
 
-from bench.output import logscan
+from bench.output import logscan, trust
 from bench.output.formatting import flags, interval_method, ms, share, value_text, where
 from bench.output.plots.rows import panels, splits
+
+TRUST = "Can I trust this row?"
+
 
 def metadata(data):
     """(field, value) rows describing the run: when, where, plan, pinning, packages."""
@@ -53,10 +56,11 @@ def replies(row):
 
 
 def scenario_tables(data):
-    """Per scenario: the table of its aggregate rows (fastest first in each panel) and each
-    distinct note message once per variant."""
+    """Per scenario: the table of its aggregate rows (fastest first in each panel), each with
+    whether to trust it, and each distinct note message once per variant."""
     agg, out = data.aggregates, []
-    varied = [c for c in ("client", "server_nodelay", "profiled")
+    repeats_of = trust.repeats_of(data)
+    varied = [c for c in ("client", "server_nodelay", "profiled", "server_gc")
               if agg[c].astype(str).nunique() > 1]
     for scenario in data.scenarios():
         rows = agg[agg["scenario"] == scenario]
@@ -64,7 +68,7 @@ def scenario_tables(data):
         matched = (rows["reply_match"] != "").any()   # the user's traffic: how replies matched
         headers = ["variant", "load point", *extra, *varied, "transport", "achieved msg/s",
                    "p50 ms", "p99 ms", "interval", "p99.9 ms", "max ms", "ok %",
-                   "driver share", "censored", *(["replies"] if matched else []), "flags"]
+                   "driver share", "censored", *(["replies"] if matched else []), TRUST, "flags"]
         table, noted = [], []
         for _, group in panels(rows):
             for _, r in group.sort_values("p50_us", na_position="last").iterrows():
@@ -75,9 +79,10 @@ def scenario_tables(data):
                               value_text(r, "p50"), value_text(r, "p99"), interval_method(r),
                               value_text(r, "p999"), ms(r["max_us"]), okp,
                               share(r["driver_share"]), r["censored"] or "–",
-                              *([replies(r)] if matched else []), flags(r)])
+                              *([replies(r)] if matched else []),
+                              trust.cell(r, repeats_of(r)), flags(r)])
                 noted.append(dict(variant=r["variant"], note=r["note"], where=where(r)))
         out.append(dict(name=scenario, headers=headers, rows=table,
                         numeric=[h.endswith((" ms", "msg/s", " %", "share")) for h in headers],
-                        notes=logscan.notes_per_variant(noted)))
+                        notes=logscan.notes_per_variant(noted), legend=trust.LEGEND))
     return out

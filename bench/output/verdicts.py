@@ -23,7 +23,7 @@ WHY = {compare.SLOWER: "a above b", compare.HIGHER: f"a above b, within {MATERIA
 
 
 def _interval(row, metric):
-    return row[f"{metric}_ci_low"], row[f"{metric}_ci_high"]
+    return compare.interval_of(row, metric)[:2]
 
 
 def metric_verdict(a, b, metric):
@@ -59,7 +59,9 @@ def judge_pair(a, b):
         return "inconclusive", names + ": driver-bound, so not a server measurement"
     results = [metric_verdict(a, b, m) for m in METRICS]
     outcomes = {o for o, _ in results}
-    why = names + ": " + "; ".join(t for _, t in results)
+    why = names + ": " + "; ".join(t for _, t in results) + "".join(
+        f"; {side} failed {', '.join(compare.failed_checks(r))}"
+        for side, r in (("a", a), ("b", b)) if compare.failed_checks(r))
     if outcomes == {"worse"}:
         return "verified", why
     if outcomes <= {"better", "same"}:

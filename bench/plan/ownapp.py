@@ -12,7 +12,7 @@ carries (``traffic``, ``knobs``, ``app_override`` for meta.json), or fails with 
   note when they come from a group.
 * ``--app-requirements FILE`` (default: a ``requirements.txt`` beside the app's file or in
   its package, said on stderr) is layered onto every environment the run uses
-  (bench/execute/environments.py), built here, so a requirement that cannot be installed is
+  (bench/environments.py), built here, so a requirement that cannot be installed is
   one line naming it before any server starts; the app is then checked in the layered
   environment.
 * ``--app-env KEY=VALUE`` (repeatable) is the servers' environment (and the check's); meta.json
@@ -27,7 +27,7 @@ import tempfile
 
 from bench import ROOT
 from bench.errors import UsageError
-from bench.execute import environments
+from bench import environments
 from bench.plan import traffic as traffic_mod
 from bench.paths import server_module
 
@@ -189,23 +189,23 @@ def check_app(spec, python=None, env=None, command="check"):
     async mode and options); UsageError with its one line when it cannot be used; None when
     importing it outlasts the servers' ready deadline (the steps then say what it did).
     ``python``: the interpreter (the app's layered environment); ``env``: ``--app-env``."""
-    from bench.execute import lifecycle
+    from bench import processes
 
     argv = [python or sys.executable, os.path.join(ROOT, "servers", "userapp.py"), command,
             spec]
     with tempfile.TemporaryDirectory(prefix="bench-app-check-") as folder:
         err_path, out_path = os.path.join(folder, "stderr"), os.path.join(folder, "stdout")
         with open(out_path, "wb") as out:
-            proc = lifecycle.spawn(argv, err_path, env=dict(os.environ, **(env or {})),
+            proc = processes.spawn(argv, err_path, env=dict(os.environ, **(env or {})),
                                    stdout=out)
         try:  # its own process group: whatever the app's import starts goes with it
-            code = proc.wait(timeout=min(CHECK_TIMEOUT_S, lifecycle.ready_timeout_default()))
+            code = proc.wait(timeout=min(CHECK_TIMEOUT_S, processes.ready_timeout_default()))
         except subprocess.TimeoutExpired:
             print(f"bench: --app {spec}: importing it did not finish within the ready "
                   "deadline; not inspected", file=sys.stderr, flush=True)
             return None
         finally:
-            lifecycle.kill_group(proc, grace=1.0)
+            processes.kill_group(proc, grace=1.0)
         with open(out_path, encoding="utf-8", errors="replace") as out, \
                 open(err_path, encoding="utf-8", errors="replace") as err:
             stdout, stderr = out.read(), err.read()
@@ -337,12 +337,3 @@ def prepare(args, registry, variants, scenarios, target):
                                  requirements=requirements)
     return variants, extra
 
-
-def all_failed_line(rows):
-    """The one line that ends a run whose every step failed on the user's traffic, or ""."""
-    from bench.execute.verify import TRAFFIC_NOTE
-
-    notes = [str(r.get("note") or "") for r in rows]
-    if rows and all(n.startswith(TRAFFIC_NOTE) for n in notes):
-        return notes[0]
-    return ""

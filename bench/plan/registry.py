@@ -2,7 +2,7 @@
 
 Validation is strict (unknown keys, missing fields, unknown launcher, patch or worker class,
 groups naming unknown variants) so a typo is one clear error line instead of a confusing
-benchmark. Each variant runs in the environment it names (bench/execute/environments.py).
+benchmark. Each variant runs in the environment it names (bench/environments.py).
 """
 import importlib.util
 import json
@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from bench import ROOT
 from bench.errors import UsageError
-from bench.execute import environments
+from bench import environments
 
 DEFAULT_PATH = os.path.join(ROOT, "servers", "variants.toml")
 DEV_LAUNCHERS = {"app.run", "socketio.run"}        # servers/launch.py

@@ -16,7 +16,7 @@ import sys
 import tomllib
 
 from bench.errors import UsageError
-from bench.execute import environments
+from bench import environments
 from bench.plan import ownapp, traffic
 from bench.paths import server_module
 

@@ -9,7 +9,7 @@ import random
 from dataclasses import dataclass, field, replace
 
 from bench.errors import UsageError
-from bench.plan import limits
+from bench.plan import limits, precision
 from bench.plan.scenarios import SCENARIOS, sweep_rates
 
 DEFAULTS = dict(rate=400.0, connections=None, duration=2.5, warmup=1.0, repeats=3,
@@ -17,11 +17,12 @@ DEFAULTS = dict(rate=400.0, connections=None, duration=2.5, warmup=1.0, repeats=
                 slo_achieved=0.95, sweep_start=100.0, sweep_factor=2.0, sweep_max=25600.0,
                 sweep_step_max=20.0, fanout_rate=20.0, connect_rate=20.0, block_ms=50.0,
                 block_rate=2.0, arrivals="uniform", client="lean", transport=None,
-                emit_rate=20.0, members=None, servers=None, max_connections=10_000)
+                emit_rate=20.0, members=None, servers=None, max_connections=10_000,
+                precision=None, max_duration=precision.MAX_DURATION_S)
 QUICK = dict(duration=1.0, warmup=0.5, repeats=1)
 MAX_MESSAGES = 5_000_000
 SLO_QUANTILE = 99.0     # the sweep's SLO percentile: a step needs 10 / (1 − 0.99) samples
-CLIENTS, TRANSPORTS = ("lean", "python-socketio"), ("websocket", "polling")
+CLIENTS, TRANSPORTS = ("lean", "python-socketio", "browser"), ("websocket", "polling")
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,8 @@ class Step:
     extra: dict = field(default_factory=dict)  # scenario columns (mix, ...)
     server_nodelay: bool = False        # BENCH_SERVER_NODELAY=1: TCP_NODELAY on accepted sockets
     profiled: bool = False              # py-spy samples the server in the measured window
+    server_gc: str = "default"          # BENCH_SERVER_GC: the server's cyclic GC (freeze|off)
+    server_events: bool = False         # BENCH_SERVER_EVENTS: the server records GC and its loop
 
     @property
     def kind(self):
@@ -113,6 +116,8 @@ def validate(o):
         ("block_ms", 0 < o["block_ms"] <= 10_000, "must be in (0, 10000] ms"),
         ("block_rate", 0 < o["block_rate"] <= 100, "must be in (0, 100] per second"),
         ("emit_rate", 0 < o["emit_rate"] <= 1000, "must be in (0, 1000] per second"),
+        ("max_duration", o["duration"] <= o["max_duration"] <= 3600,
+         "must be in [--duration, 3600] seconds"),
     ]
     for name, ok, rule in checks:
         if not ok:
@@ -135,6 +140,7 @@ def options_with_defaults(options):
     if options.get("quick"):
         o.update({k: v for k, v in QUICK.items() if options.get(k) is None})
     validate(o)
+    o["precision"] = precision.parse(o["precision"])
     return o
 
 
@@ -153,6 +159,27 @@ def toggled(raw, o):
         raw = [dict(r, **{name: v}, extra=dict(r.get("extra", {}), **{name: v}))
                for r in raw for v in values]
     return raw
+
+
+GC_SETTINGS, EVENTS_SETTINGS = ("default", "freeze", "off"), ("on", "off")
+
+
+def causes(raw, o):
+    """Each step once per ``--server-gc`` value and ``--server-events`` value (lists run side
+    by side); a column where a run sets or varies it (``server_gc``, ``server_events``)."""
+    gcs = parse_list("server-gc", o.get("server_gc") or "default", GC_SETTINGS)
+    events = parse_list("server-events", o.get("server_events") or "on", EVENTS_SETTINGS)
+    out = []
+    for r in raw:
+        for g in gcs:
+            for e in events:
+                extra = dict(r.get("extra", {}))
+                if gcs != ["default"]:
+                    extra["server_gc"] = g
+                if len(events) > 1:
+                    extra["server_events"] = e == "on"
+                out.append(dict(r, server_gc=g, server_events=e == "on", extra=extra))
+    return out
 
 
 def build(variants, scenarios, options):
@@ -179,7 +206,7 @@ def build(variants, scenarios, options):
                             blockers=p.blockers, extra=dict(p.extra), client=client,
                             transport=transport,
                             sweep_rates=sweep_rates(o) if scenario.searched else ()))
-    raw = toggled(raw, o)
+    raw = causes(toggled(raw, o), o)
     random.Random(o["seed"]).shuffle(raw)
     steps = [Step(index=i, warmup=o["warmup"], duration=o["duration"],
                   deadline=o["deadline_ms"] / 1000.0, arrivals=o["arrivals"],

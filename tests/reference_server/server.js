@@ -2,8 +2,8 @@
 //
 //   node server.js PORT [PING_INTERVAL_MS]
 //
-// serves on 127.0.0.1:PORT and prints "ready PORT" once listening. Engine.IO pings every
-// PING_INTERVAL_MS (default 25000, socket.io's own), timeout 20 s.
+// serves on 127.0.0.1:PORT (or on $HOST, e.g. ::1) and prints "ready PORT" once listening.
+// Engine.IO pings every PING_INTERVAL_MS (default 25000, socket.io's own), timeout 20 s.
 //
 // Namespace "/": the handlers every variant of the harness serves (servers/app.py):
 //   echo       acks its argument unchanged (binary too)
@@ -103,4 +103,4 @@ chat.on("connection", (socket) => {
 });
 
 process.on("SIGTERM", () => process.exit(0));
-httpServer.listen(port, "127.0.0.1", () => console.log(`ready ${port}`));
+httpServer.listen(port, process.env.HOST || "127.0.0.1", () => console.log(`ready ${port}`));

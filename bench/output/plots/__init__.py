@@ -4,13 +4,16 @@ Charts receive numbers (typed frames), never parse labels. Each series (variant,
 client · transport) has one colour in every chart; rows that are not clean measurements are
 marked, not hidden (see ``style.MARKING``); an empty percentile cell is left out, never drawn
 as 0. The modules: ``style`` (look), ``rows`` (which rows), ``latency`` (spectrum, CDF, bars),
-``sweep``, ``fanout``, ``blocking``, ``timeseries`` (timeline, resources), ``claims``.
+``sweep``, ``fanout``, ``blocking``, ``timeseries`` (timeline, resources), ``claims``,
+``browser`` (the INP claim's chart).
 """
 import functools
 import os
 
 from bench.output.claims import CLAIMS
+from bench.output import inpclaim
 from bench.output.plots.blocking import blocking
+from bench.output.plots.browser import browser_views
 from bench.output.plots.claims import claim
 from bench.output.plots.fanout import fanout
 from bench.output.plots.latency import bars, cdf, spectrum
@@ -19,7 +22,7 @@ from bench.output.plots.style import MARKING, plt
 from bench.output.plots.sweep import knee_bars, knees_per_variant, throughput
 from bench.output.plots.timeseries import resources, timeline
 
-__all__ = ["MARKING", "bars", "blocking", "cdf", "claim", "charts", "fanout", "knee_bars",
+__all__ = ["MARKING", "bars", "blocking", "browser_views", "cdf", "claim", "charts", "fanout", "knee_bars",
            "knees_per_variant", "resources", "save_all", "spectrum", "throughput", "timeline"]
 
 
@@ -27,6 +30,8 @@ def charts(data):
     """(file name, title, builder) of every chart that may apply to this run."""
     out = [(f"claim-{i}", spec["title"], functools.partial(claim, data, spec))
            for i, spec in enumerate(CLAIMS, 1)]
+    out.append((f"claim-{len(CLAIMS) + 1}", inpclaim.TITLE,
+                functools.partial(browser_views, data, inpclaim.TITLE)))  # None without browser rows
     for scenario in data.scenarios():
         out.append((f"spectrum-{scenario}", f"{scenario}: percentile spectrum",
                     functools.partial(spectrum, data, scenario)))

@@ -3,6 +3,7 @@
 import numpy as np
 import pandas as pd
 
+from bench.analysis import compare
 from bench.output import verdicts
 from bench.output.formatting import where
 from bench.output.plots import style
@@ -26,7 +27,8 @@ def claim(data, spec):
         return None
     pal = style.colours(data)
     fig, axes = style.figure(2, ncols=2, width=6.2, height=0.55 * len(found) + 1.2)
-    labels = [f"{where(a)}\n{a['series']} vs {b['series']}" for a, b in found]
+    labels = [f"{where(a)}\n{a['series']}{style.checks(a)} vs {b['series']}{style.checks(b)}"
+              for a, b in found]
     for ax, metric in zip(axes, verdicts.METRICS):
         for i, (a, b) in enumerate(found):
             for row, dy, marker in ((a, -0.14, "o"), (b, 0.14, "s")):
@@ -36,7 +38,7 @@ def claim(data, spec):
                     ax.text(0.01, i + dy, f"{row['series']}: no data", fontsize=7, va="center",
                             color="#b00", transform=ax.get_yaxis_transform())
                     continue
-                lo, hi = row[f"{metric}_ci_low"], row[f"{metric}_ci_high"]
+                lo, hi, _ = compare.interval_of(row, metric)
                 if np.isfinite(lo) and np.isfinite(hi):
                     ax.plot([lo / 1000, hi / 1000], [i + dy] * 2, color=colour, lw=3, alpha=0.6,
                             solid_capstyle="butt")

@@ -2,7 +2,7 @@
 import numpy as np
 import pandas as pd
 
-from bench.analysis import stats
+from bench.analysis import compare, stats
 from bench.output.plots import style
 from bench.output.plots.rows import has_data, load_order, panels, scenario_rows
 
@@ -81,8 +81,10 @@ def bar(ax, x, height, row, width, colour, alpha=1.0, err=None):
 
 
 def whisker(row, metric):
-    """Error bar (ms) of a row's interval around its value; None when the interval is empty."""
-    lo, hi, mid = row[f"{metric}_ci_low"], row[f"{metric}_ci_high"], row[f"{metric}_us"]
+    """Error bar (ms) of a row's interval around its value (over repeats, or one repeat's
+    per-step interval); None when it has none."""
+    lo, hi, _ = compare.interval_of(row, metric)
+    mid = row[f"{metric}_us"]
     if any(pd.isna(v) for v in (lo, hi, mid)):
         return None
     return [[max(mid - lo, 0) / 1000], [max(hi - mid, 0) / 1000]]
@@ -124,7 +126,8 @@ def grouped_bars(ax, rows, group_col, metric, pal):
 
 
 def bars(data, scenario):
-    """p50 and p99 per series (95 % interval whiskers where repeats allow), per load point."""
+    """p50 and p99 per series (95 % interval whiskers: over repeats, or one repeat's per-step
+    interval), per load point."""
     pal = style.colours(data)
     rows = scenario_rows(data, scenario)
     group_col = "mix" if (rows["mix"] != "").any() else "load_point"

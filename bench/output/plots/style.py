@@ -2,6 +2,7 @@
 import hashlib
 import math
 import textwrap
+import warnings
 
 import matplotlib
 
@@ -9,6 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
+from bench.output import trust  # noqa: E402
 from bench.output.formatting import short  # noqa: E402
 
 # Colour-blind-safe: Paul Tol's "muted" scheme, then the Okabe–Ito colours it lacks (orange,
@@ -17,9 +19,12 @@ from bench.output.formatting import short  # noqa: E402
 PALETTE = ["#332288", "#88CCEE", "#44AA99", "#117733", "#999933", "#DDCC77", "#CC6677",
            "#882255", "#AA4499", "#E69F00", "#0072B2", "#D55E00"]
 FIT_ROUNDS = 6
+MIN_PANEL_IN = (1.5, 0.8)   # a panel squeezed below this (inches) by its labels grows the figure
 STYLE = {"ok": ("-", None), "driver-bound": ("--", "//"), "invalid": (":", "xx")}
 MARKING = ("dashed / hatched // = driver-bound · dotted / hatched xx = invalid (see report "
-           "notes) · “≥” = censored at the deadline · a missing point or bar = too few samples")
+           "notes) · “≥” = censored at the deadline · a missing point or bar = too few samples"
+           " · " + " ".join(f"[{f}]" for f in trust.FLAGS.values())
+           + " = the step failed that self-check (still drawn)")
 
 
 def slot(name):
@@ -65,13 +70,19 @@ def censored(row, metric):
     return metric in str(row.get("censored", "")).split(",")
 
 
+def checks(row):
+    """' [drift] [dependent]…': a mark per self-check the row failed ('' when none failed)."""
+    return "".join(f" [{f}]" for f in trust.flags(row))
+
+
 def label(row):
     """A row's legend label: its series and any flags it carries."""
     f = flag(row)
     return (row["series"] + ("" if f == "ok" else f" [{f}]")
             + (" [unstable]" if row.get("unstable") else "")
             + (" [noisy]" if row.get("noisy") else "")
-            + (f" [censored {row['censored']}]" if row.get("censored") else ""))
+            + (f" [censored {row['censored']}]" if row.get("censored") else "")
+            + checks(row))
 
 
 class PlainLogFormatter(matplotlib.ticker.LogFormatter):
@@ -107,15 +118,47 @@ def figure(n_panels, ncols=2, width=6.2, height=3.8):
     return fig, list(axes.flat[:n_panels])
 
 
+def _title_overlap(fig, renderer):
+    """How far (inches) the centred title runs into a figure legend beside it; 0 if clear."""
+    title = fig._suptitle
+    if title is None or not title.get_text():
+        return 0.0
+    t = title.get_window_extent(renderer)
+    overlap = [t.x1 - e.x0 for e in (lg.get_window_extent(renderer) for lg in fig.legends)
+               if e.x0 < t.x1 and e.x1 > t.x0 and e.y0 < t.y1 and e.y1 > t.y0]
+    return max(overlap, default=0.0) / fig.dpi
+
+
+def _squeezed(fig, renderer, collapsed):
+    """(width, height) in inches the figure lacks so that no panel is squeezed below
+    MIN_PANEL_IN, nor is shorter than the legend beside it (which would then hang into the
+    footer): layout shrinks or gives up on a panel it cannot fit."""
+    width, height = fig.get_size_inches()
+    if collapsed:
+        return 0.3 * width, 0.5 * height
+    panels = [(ax.get_position(), ax.get_legend()) for ax in fig.axes if ax.get_visible()]
+    tall = [lg.get_window_extent(renderer).height / fig.dpi - box.height * height
+            for box, lg in panels if lg is not None]
+    return (max([MIN_PANEL_IN[0] - box.width * width for box, _ in panels] + [0.0]),
+            max([MIN_PANEL_IN[1] - box.height * height for box, _ in panels] + tall + [0.0]))
+
+
 def fit(fig):
-    """Grow ``fig`` until everything drawn (labels, legends, footer) lies inside it: layout
-    alone cannot place a label wider than its figure, and a clipped label misleads."""
+    """Grow ``fig`` until everything drawn (labels, legends, footer) lies inside it, the
+    title clears the legend and every panel keeps room to draw in: layout alone cannot place
+    a label wider than its figure, and a clipped or overlapped label misleads."""
     for _ in range(FIT_ROUNDS):
-        fig.canvas.draw()
-        tight = fig.get_tightbbox(fig.canvas.get_renderer())
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        tight = fig.get_tightbbox(renderer)
         width, height = fig.get_size_inches()
-        grow_w = max(0.0, -tight.x0) + max(0.0, tight.x1 - width)
-        grow_h = max(0.0, -tight.y0) + max(0.0, tight.y1 - height)
+        squeeze_w, squeeze_h = _squeezed(fig, renderer,
+                                         any("collapsed" in str(w.message) for w in caught))
+        grow_w = max(0.0, -tight.x0) + max(0.0, tight.x1 - width, _title_overlap(fig, renderer),
+                                           squeeze_w)
+        grow_h = max(0.0, -tight.y0) + max(0.0, tight.y1 - height, squeeze_h)
         if grow_w < 0.01 and grow_h < 0.01:
             break
         # the panels take only part of the growth: overshoot so it converges in a few rounds
@@ -136,9 +179,13 @@ def finish(fig, data, title, handles=None):
 
 
 def series_handles(rows, pal):
-    """Legend handles, one per series of ``rows``, in its colour."""
-    return [Line2D([], [], color=pal[s], lw=2.5, label=s)
-            for s in dict.fromkeys(rows.sort_values("series")["series"])]
+    """Legend handles, one per series of ``rows``, in its colour, marked with every
+    self-check that any of its rows failed."""
+    marks = {}
+    for _, r in rows.sort_values("series").iterrows():
+        marks.setdefault(r["series"], {}).update(dict.fromkeys(trust.flags(r)))
+    return [Line2D([], [], color=pal[s], lw=2.5, label=s + "".join(f" [{f}]" for f in found))
+            for s, found in marks.items()]
 
 
 def legend(ax, rows, pal, has_data):

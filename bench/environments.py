@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from importlib import metadata
 
 from bench import ROOT, paths
-from bench.execute import lifecycle
+from bench import processes
 
 ENVS_DIR = paths.envs_dir()
 HARNESS_LOCK = os.path.join(ROOT, "servers", "locks", "harness.txt")
@@ -231,20 +231,20 @@ def _run(argv, log_path, timeout, env=None, stdin_path=None):
     offset = os.path.getsize(log_path)
     if stdin_path:
         with open(stdin_path, "rb") as stdin:
-            proc = lifecycle.spawn(argv, log_path, env=env, stdin=stdin)
+            proc = processes.spawn(argv, log_path, env=env, stdin=stdin)
     else:
-        proc = lifecycle.spawn(argv, log_path, env=env)
+        proc = processes.spawn(argv, log_path, env=env)
     try:
         code = proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         raise BuildError(f"{os.path.basename(argv[0])} {argv[1]} took over {timeout:g} s "
                          f"(log: {log_path})") from None
     finally:
-        lifecycle.kill_group(proc, grace=1.0)
+        processes.kill_group(proc, grace=1.0)
     if code != 0:
         raise BuildError(f"{' '.join(os.path.basename(a) for a in argv[:3])} "
-                         f"{lifecycle.exit_description(code)}: "
-                         f"{lifecycle.stderr_note(log_path, offset)} (log: {log_path})")
+                         f"{processes.exit_description(code)}: "
+                         f"{processes.stderr_note(log_path, offset)} (log: {log_path})")
 
 
 def _uv_env():
@@ -293,6 +293,8 @@ def compile_lock(env, log=None, offline=False):
             with open(stdin_path, "w") as f:
                 f.write("\n".join(env.requirements) + "\n")
         out = os.path.join(tmp, "lock.txt")
+        if os.path.exists(env.lock_path):  # uv keeps the versions an existing lock pins
+            shutil.copyfile(env.lock_path, out)
         _run([uv, "pip", "compile", "--quiet", "--python-version", version,
               "--custom-compile-command", COMPILE_COMMAND, *extra,
               *(["--offline"] if offline else []), source, "-o", out],

@@ -1,0 +1,232 @@
+// The browser client's page: socket.io-client connections, the step's schedule on
+// performance.now(), and what the page saw of each message (bench/driver/browser.py drives it).
+//
+// Times are page milliseconds (performance.now(), 5 µs resolution when the page is
+// cross-origin isolated); the driver maps them onto CLOCK_MONOTONIC. Per message: intended
+// send time, actual emit, ack callback (the reply parsed by the client library), and the next
+// animation frame after the reply was written into the DOM (what the user can see). Clicks
+// the driver dispatches through the DevTools protocol are interactions: each emits and paints
+// its reply, and the Event Timing entries they produce give INP.
+"use strict";
+(function () {
+  const EVENT_TIMING_THRESHOLD_MS = 16;  // the smallest durationThreshold Event Timing allows
+  const state = {
+    sockets: [], upgradeMs: [], clicker: null,
+    eventEntries: [], interactions: [], observer: null, plan: null,
+  };
+
+  function options(transports, index) {
+    const opts = { forceNew: true, reconnection: false, timeout: 10000,
+                   query: { bench_conn: String(index) } };
+    if (transports) opts.transports = transports;
+    return opts;
+  }
+
+  function opened(socket, name, timeoutMs) {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`${name} not connected after ${timeoutMs} ms`)), timeoutMs);
+      socket.on("connect", () => { clearTimeout(timer); resolve(); });
+      socket.on("connect_error", (err) => { clearTimeout(timer); reject(new Error(`${name} refused: ${err.message}${err.description ? " (" + err.description + ")" : ""}`)); });
+    });
+  }
+
+  // Open `count` measured connections and one more for the clicks (socket.io-client defaults
+  // unless `transports` names some); resolves once every one is connected, rejects with the
+  // refusal of the lowest-numbered connection that failed.
+  function connect(count, transports, timeoutMs) {
+    const started = performance.now();
+    const all = [];
+    for (let i = 0; i < count; i++) {
+      const socket = io(options(transports, i));
+      state.sockets.push(socket);
+      state.upgradeMs.push(null);
+      socket.io.on("open", () => {
+        socket.io.engine.on("upgrade", () => { state.upgradeMs[i] = performance.now() - started; });
+      });
+      all.push(opened(socket, `connection ${i}`, timeoutMs));
+    }
+    state.clicker = io(options(transports, "clicks"));
+    all.push(opened(state.clicker, "the clicks' connection", timeoutMs));
+    // every attempt settles (each has its timeout); the first failure in connection order
+    // is the one reported, whichever happened to fail first
+    return Promise.allSettled(all).then((results) => {
+      const failed = results.find((r) => r.status === "rejected");
+      if (failed) throw failed.reason;
+      return transportsNow();
+    });
+  }
+
+  function transportsNow() {
+    return state.sockets.map((s) => (s.io.engine && s.io.engine.transport ? s.io.engine.transport.name : ""));
+  }
+
+  // The lean client's bodies: {"p": "xx…"} of `nbytes` JSON bytes, or one binary attachment.
+  function body(nbytes, binary) {
+    if (binary) return new Uint8Array(Math.max(1, nbytes)).fill(0xa5).buffer;
+    return { p: "x".repeat(Math.max(0, nbytes - 8)) };
+  }
+
+  // Stamp every message whose reply was written since the last frame with the next frame's time.
+  function painter(painted) {
+    let waiting = [];
+    return function written(k) {
+      waiting.push(k);
+      if (waiting.length > 1) return;
+      requestAnimationFrame(() => {
+        const now = performance.now();
+        for (const j of waiting) painted[j] = now;
+        waiting = [];
+      });
+    };
+  }
+
+  // Load the step before its start time is known (the schedule may be large).
+  function load(plan) { state.plan = plan; return plan.offsets.length; }
+
+  // Run the loaded step from page time t0: {kind: "open"|"closed", windowMs, offsets (from
+  // t0), conns, event, payload, binary, capacity, deadlineMs}; resolves with the per-message
+  // arrays once every message has its reply or the deadline has passed after the window.
+  function run(t0) {
+    const plan = Object.assign({}, state.plan, { t0 });
+    const cap = plan.kind === "open" ? plan.offsets.length : plan.capacity;
+    const m = {
+      conn: new Int32Array(cap), intended: new Float64Array(cap), sent: new Float64Array(cap),
+      received: new Float64Array(cap), painted: new Float64Array(cap), ackId: new Int32Array(cap).fill(-1),
+      lost: new Uint8Array(cap), used: 0,
+    };
+    const out = document.getElementById("reply");
+    const written = painter(m.painted);
+    const data = body(plan.payload, plan.binary);
+    const end = plan.t0 + plan.windowMs;
+    let outstanding = 0;
+    let finish;
+    const finished = new Promise((resolve) => { finish = resolve; });
+
+    function acked(k) {
+      if (m.received[k]) return;
+      m.received[k] = performance.now();
+      outstanding--;
+      out.textContent = `reply ${k}`;
+      written(k);
+      if (plan.kind === "closed") next(m.conn[k]);
+    }
+
+    function emit(k, c, intended) {
+      const socket = state.sockets[c];
+      m.conn[k] = c;
+      m.intended[k] = intended;
+      m.sent[k] = performance.now();
+      if (!socket.connected) { m.lost[k] = 1; return; }
+      m.ackId[k] = socket.ids;
+      outstanding++;
+      socket.emit(plan.event, data, () => acked(k));
+    }
+
+    function next(c) {
+      const now = performance.now();
+      if (now >= end || m.used >= cap) return;
+      const k = m.used++;
+      emit(k, c, now);
+    }
+
+    // The open loop: every message due by now goes out, then the page yields to the event
+    // loop (setTimeout for waits over 2 ms, which Chromium may deliver ~1 ms late; a
+    // MessageChannel turn for the last stretch, which never sleeps through a due time).
+    const channel = new MessageChannel();
+    let i = 0;
+    function pump() {
+      const now = performance.now();
+      while (i < plan.offsets.length && plan.t0 + plan.offsets[i] <= now) {
+        const k = m.used++;
+        emit(k, plan.conns[i], plan.t0 + plan.offsets[i]);
+        i++;
+      }
+      if (i >= plan.offsets.length) return;
+      const wait = plan.t0 + plan.offsets[i] - performance.now();
+      if (wait > 2) setTimeout(pump, wait - 1.5);
+      else channel.port1.postMessage(0);
+    }
+
+    function start() {
+      if (performance.now() < plan.t0) { channel.port1.postMessage(0); return; }
+      channel.port2.onmessage = pump;
+      if (plan.kind === "open") pump();
+      else for (let c = 0; c < state.sockets.length; c++) next(c);
+    }
+    channel.port2.onmessage = start;  // nothing leaves before t0
+    setTimeout(start, Math.max(0, plan.t0 - performance.now() - 1.5));
+
+    // Done at the window's end plus the deadline, or earlier once nothing is outstanding.
+    const settleMs = plan.deadlineMs;
+    (function check() {
+      const now = performance.now();
+      const due = plan.kind === "open" ? i >= plan.offsets.length : now >= end;
+      if ((due && outstanding <= 0 && now >= end) || now >= end + settleMs) {
+        requestAnimationFrame(() => requestAnimationFrame(() => finish()));  // last paints
+      } else setTimeout(check, 20);
+    })();
+
+    return finished.then(() => ({
+      used: m.used,
+      conn: Array.from(m.conn.subarray(0, m.used)),
+      intended: Array.from(m.intended.subarray(0, m.used)),
+      sent: Array.from(m.sent.subarray(0, m.used)),
+      received: Array.from(m.received.subarray(0, m.used)),
+      painted: Array.from(m.painted.subarray(0, m.used)),
+      ackId: Array.from(m.ackId.subarray(0, m.used)),
+      lost: Array.from(m.lost.subarray(0, m.used)),
+      alive: state.sockets.map((s) => s.connected),
+      transports: transportsNow(),
+      upgradeMs: state.upgradeMs,
+    }));
+  }
+
+  // Interactions: a click on the button emits on the clicks' own connection (never one of the
+  // measured ones) and paints its reply.
+  function interactive(event, nbytes) {
+    const button = document.getElementById("act");
+    const shown = document.getElementById("answer");
+    const data = body(nbytes, false);
+    button.addEventListener("click", (ev) => {
+      const record = { at: ev.timeStamp, acked: 0, painted: 0 };
+      state.interactions.push(record);
+      const socket = state.clicker;
+      if (!socket || !socket.connected) return;
+      socket.emit(event, data, () => {
+        record.acked = performance.now();
+        shown.textContent = `answer ${state.interactions.length}`;
+        requestAnimationFrame(() => { record.painted = performance.now(); });
+      });
+    });
+    state.observer = new PerformanceObserver((list) => keep(list.getEntries()));
+    state.observer.observe({ type: "event", durationThreshold: EVENT_TIMING_THRESHOLD_MS, buffered: true });
+  }
+
+  function keep(entries) {
+    for (const e of entries) {
+      if (e.interactionId) state.eventEntries.push({ id: e.interactionId, name: e.name, start: e.startTime, duration: e.duration });
+    }
+  }
+
+  function clicksAnswered() {
+    return state.interactions.every((i) => i.painted > 0);
+  }
+
+  function interactionReport() {
+    if (state.observer) keep(state.observer.takeRecords());
+    return {
+      interactions: state.interactions,
+      entries: state.eventEntries,
+      interactionCount: performance.interactionCount || 0,
+      threshold: EVENT_TIMING_THRESHOLD_MS,
+    };
+  }
+
+  function close() {
+    for (const s of state.sockets) s.disconnect();
+    if (state.clicker) state.clicker.disconnect();
+  }
+
+  window.bench = { connect, load, run, interactive, clicksAnswered, interactionReport, close,
+                   isolated: () => self.crossOriginIsolated };
+})();
