@@ -20,7 +20,9 @@ from bench.output import comparison
 # both p50 and p99 get an interval over the 4 repeats (log-t).
 STEP = ["--variants", "seed-socketio-run", "--scenario", "rate", "--rate", "400", "--repeats", "4",
         "--duration", "3", "--warmup", "0.5", "--no-report"]
-HOGS = 6
+# Three busy loops leave the server a quarter of its core: a clear slowdown, yet the server
+# still starts and answers in time on a slow CI machine (six left it too little to answer at all).
+HOGS = 3
 
 pytestmark = pytest.mark.slow
 
@@ -60,6 +62,8 @@ def runs(bench, tmp_path_factory):
         for hog in hogs:
             hog.kill()
             hog.wait()
+    row = aggregate(new)
+    assert row["ok"] > 0, f"NEW answered nothing under {HOGS} CPU hogs: {row['note']}"
     return base, new
 
 
