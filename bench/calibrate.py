@@ -10,6 +10,16 @@ reference server's CPU is sampled: when it is saturated, that is its limit, not 
 A failing step is measured once more before the search moves (the second measurement stands;
 ``capacity_steps`` keeps it and says in ``attempts`` that the first failed); a failed first
 step searches down, then up; nothing passing means the machine was too busy.
+browser (where ``--client browser`` is available): the same server measured through a real
+page (bench/driver/browser.py), so the browser's own cost stands beside its numbers: its floor
+(closed loop, one connection) and what it adds over the lean client's, measured back to back;
+the highest rate one page sustains at 10 connections and the most connections it holds at
+:data:`BROWSER_CONNECTIONS_RATE` msg/s. A page step holds when replies inside the window reach
+≥ 99 % of the rate, the page's send-lag p99 stays within twice its value at the lowest rate (2 ms
+always passes) and Chromium's processes use under 90 % of the driver's core: past that the page,
+not the server, is the limit. (The lag is judged against the page's own lowest-rate value, not
+the lean client's 1 ms: a page's main thread also paints and handles input, so even at a few
+messages a second its p99 lag is milliseconds, and browser rows are ``driver_bound`` at any rate.)
 Server and driver sit on separate cores when there are two.
 """
 import math
@@ -19,8 +29,9 @@ import tempfile
 
 from bench import machine
 from bench.analysis import recorder
+from bench.driver import browser
 from bench import processes
-from bench.execute.load import run_load
+from bench.execute.load import DriverError, run_load
 from bench.execute.resources import Sampler
 from bench.plan import limits
 from bench.plan.job import for_step
@@ -31,28 +42,30 @@ START_RATE, FACTOR, MAX_RATE, MIN_RATE = 8000.0, 1.3, 400_000.0, 100.0
 LAG_LIMIT_US, FLAT_FACTOR, SATURATED_PCT = 1000.0, 2.0, 90.0
 
 
-def measure(server, work, cpus, rate, connections, duration, spin, workers=1):
-    """One step against the reference server; its summary row (server CPU included)."""
+def measure(server, work, cpus, rate, connections, duration, spin, workers=1, client="lean"):
+    """One step against the reference server; its summary row (server CPU included; a browser
+    row has its paint and DevTools columns and counts Chromium's processes as the driver)."""
     step = Step(index=0, variant="refserver", scenario="rate" if rate else "echo",
                 load_point=f"{rate:g} msg/s" if rate else "floor", repeat=1, rate=rate,
                 connections=connections, warmup=0.5, duration=duration, payload=64,
-                deadline=5.0)
-    job = for_step(step, [(server.host, server.port)], spin=spin, cpus=cpus or (),
-                   source_addresses=limits.source_addresses(connections))
+                deadline=5.0, client=client, transport="websocket")
+    job = for_step(step, [(server.host, server.port)], spin=spin and client == "lean",
+                   cpus=cpus or (), source_addresses=limits.source_addresses(connections))
     sampler = Sampler("refserver", 0)
     sampler.watch("server", [server.pid])
 
     def on_start(pids, t0):
-        sampler.watch("driver", pids)
+        sampler.watch("driver", pids, tree=client == "browser")
         sampler.mark("measure_start", t0 + int(step.warmup * 1e9))
         sampler.mark("measure_end", t0 + int((step.warmup + step.duration) * 1e9))
 
     sampler.start()
     try:
-        load = run_load(job, work, workers=workers, on_start=on_start)
+        load = run_load(job, work, workers=workers, client=client, on_start=on_start,
+                        on_done=sampler.load_ended)
     finally:
         sampler.stop()
-    return recorder.summarize_messages(step, load, "websocket", sampler.window(), "lean")
+    return recorder.summarize(step, load, "websocket", sampler.window(), client)[0]
 
 
 def driver_part(row):
@@ -98,6 +111,14 @@ def calibrate(pin=True, quick=False, log=print):
             out.update(search_capacity(server, work, driver_cpus, duration, spin,
                                        out["p50_800_us"], log))
             out.update(at_connections(server, work, driver_cpus, spin, quick, log))
+            reason = browser.unavailable_reason()
+            out["browser"] = f"unavailable: {reason}" if reason else "measured"
+            if not reason:
+                try:
+                    out.update(browser_line(server, work, driver_cpus, quick, out, log))
+                except DriverError as exc:  # what the lean client measured stands
+                    out["browser"] = f"failed: {exc}"
+                    log(f"browser: {exc}")
             return out
 
 
@@ -194,3 +215,74 @@ def at_connections(server, work, cpus, spin, quick, log):
             best = r["achieved_rate"]
         out[f"capacity_{n}_msg_s"] = best
     return out
+
+
+BROWSER_RATES, QUICK_BROWSER_RATES = (50, 100, 200, 400, 800, 1600), (50, 200, 800)
+BROWSER_CONNECTIONS, QUICK_BROWSER_CONNECTIONS = (10, 50, 100, 250), (10, 100)
+BROWSER_CONNECTIONS_RATE = 100.0
+
+
+def browser_line(server, work, cpus, quick, lean, log):
+    """The browser client's own cost on the reference server (the module docstring's
+    ``browser``): ``browser_floor_*``, ``browser_floor_added_us`` over ``lean``'s floor,
+    ``browser_capacity_msg_s`` and ``browser_connections`` with the steps that found them."""
+    duration = 1.0 if quick else 2.0
+    floor = measure(server, work, cpus, None, 1, duration, False, client="browser")
+    out = dict(browser_floor_p50_us=floor["p50_us"], browser_floor_p99_us=floor["p99_us"],
+               browser_floor_devtools_p50_us=floor["devtools_p50_us"],
+               browser_floor_paint_p50_us=floor["paint_p50_us"],
+               browser_floor_added_us=round(floor["p50_us"] - lean["floor_p50_us"], 1))
+    log(f"browser floor: p50 {floor['p50_us']} us to the ack callback ({out['browser_floor_added_us']} "
+        f"us over the lean client's), DevTools frames {floor['devtools_p50_us']} us, painted "
+        f"{floor['paint_p50_us']} us (closed loop, 1 connection)")
+
+    lag_floor = []  # the page's send-lag p99 at the lowest rate, once measured
+
+    def held(r, rate):
+        lag_floor[:] = lag_floor or [r["send_lag_p99_us"]]
+        return (r["achieved_rate"] >= 0.99 * rate and r["driver_cpu_pct"] < SATURATED_PCT
+                and r["send_lag_p99_us"] <= FLAT_FACTOR * max(lag_floor[0], LAG_LIMIT_US))
+
+    steps, best = [], None
+    for rate in QUICK_BROWSER_RATES if quick else BROWSER_RATES:
+        r = measure(server, work, cpus, float(rate), RATE_CONNECTIONS, duration, False,
+                    client="browser")
+        steps.append(_browser_step(r, rate, RATE_CONNECTIONS, held(r, rate)))
+        log(f"browser {rate}/s at {RATE_CONNECTIONS} connections: " + _said(steps[-1]))
+        if not steps[-1]["passed"]:
+            break
+        best = steps[-1]
+    conns_best = None
+    for n in QUICK_BROWSER_CONNECTIONS if quick else BROWSER_CONNECTIONS:
+        try:
+            r = measure(server, work, cpus, BROWSER_CONNECTIONS_RATE, n, duration, False,
+                        client="browser")
+        except DriverError as exc:  # the page could not open them all: that is the answer
+            steps.append(dict(rate=BROWSER_CONNECTIONS_RATE, connections=n, passed=False,
+                              failure=str(exc)[:200]))
+            log(f"browser {n} connections: {exc}")
+            break
+        steps.append(_browser_step(r, BROWSER_CONNECTIONS_RATE, n,
+                                   held(r, BROWSER_CONNECTIONS_RATE)))
+        log(f"browser {n} connections at {BROWSER_CONNECTIONS_RATE:g}/s: " + _said(steps[-1]))
+        if not steps[-1]["passed"]:
+            break
+        conns_best = n
+    out.update(browser_capacity_msg_s=best["achieved"] if best else 0.0,
+               browser_capacity_cpu_pct=best["browser_cpu_pct"] if best else None,
+               browser_lag_p99_floor_us=lag_floor[0] if lag_floor else None,
+               browser_connections=conns_best or 0, browser_steps=steps)
+    return out
+
+
+def _browser_step(r, rate, connections, passed):
+    return dict(rate=rate, connections=connections, achieved=r["achieved_rate"],
+                p50_us=r["p50_us"], p99_us=r["p99_us"], lag_p99_us=r["send_lag_p99_us"],
+                devtools_p50_us=r["devtools_p50_us"], browser_cpu_pct=r["driver_cpu_pct"],
+                driver_bound=bool(r["driver_bound"]), passed=passed)
+
+
+def _said(step):
+    return (f"achieved {step['achieved']:.0f}/s, p50 {step['p50_us']} us (DevTools "
+            f"{step['devtools_p50_us']} us), page lag p99 {step['lag_p99_us']} us, browser CPU "
+            f"{step['browser_cpu_pct']:.0f} % -> {'ok' if step['passed'] else 'FAIL'}")

@@ -267,7 +267,7 @@ def finite(value):
 
 
 def cmd_calibrate(args):
-    from bench.calibrate import calibrate
+    from bench.calibrate import BROWSER_CONNECTIONS_RATE, RATE_CONNECTIONS, calibrate
 
     log = (lambda *a: print(*a, file=sys.stderr, flush=True)) if args.json else print
     out = calibrate(pin=not args.no_pin, quick=args.quick, log=log)
@@ -277,6 +277,14 @@ def cmd_calibrate(args):
         print(f"floor p50 {out['floor_p50_us']} us, p99 {out['floor_p99_us']} us; capacity "
               f"{out['capacity_msg_s']:.0f} msg/s per driver process (lag p99 "
               f"{out['lag_p99_us']} us)")
+        if out["browser"] == "measured":
+            print(f"browser: floor p50 {out['browser_floor_p50_us']} us "
+                  f"(+{out['browser_floor_added_us']} us over the lean client), one page "
+                  f"sustains {out['browser_capacity_msg_s']:.0f} msg/s at {RATE_CONNECTIONS} "
+                  f"connections and {out['browser_connections']} connections at "
+                  f"{BROWSER_CONNECTIONS_RATE:g} msg/s")
+        else:
+            print(f"browser: {out['browser']}")
     return 0
 
 

@@ -111,3 +111,26 @@ def test_a_server_that_refuses_the_page_s_origin_is_one_line(bench, tmp_path):
     assert not row["valid"] and row["reasons"] == "driver_failed"
     assert "browser: connection 0 refused" in row["note"] and "\n" not in row["note"]
     assert "Traceback" not in row["note"]
+
+
+@pytest.mark.slow
+def test_connects_from_the_page_are_timed_by_the_stages_it_sees(bench, tmp_path):
+    """--scenario connect in the browser: each attempt is a new socket.io-client connection at
+    the connect rate, answered by its Socket.IO connect after its Engine.IO open; the TCP
+    handshake and the HTTP upgrade are invisible to a page (empty), and socket.io-client's
+    defaults connect over polling, before any upgrade."""
+    r = bench.run("run", "--variants", "socketio-run-gevent", "--client", "lean,browser",
+                  "--scenario", "connect", "--connect-rate", "10", "--duration", "2",
+                  "--warmup", "0.5", "--repeats", "1", "--no-report", "--out", str(tmp_path),
+                  timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    run_dir, = bench.run_dirs(str(tmp_path))
+    s = bench.summary(run_dir)
+    rows = s[s["repeat"] != "all"].set_index("client")
+    page, lean = rows.loc["browser"], rows.loc["lean"]
+    assert page["ok"] == page["attempted"] >= 18, page["note"]
+    assert 0 < page["open_p50_us"] < page["connect_p50_us"]
+    assert math.isnan(page["tcp_p50_us"]) and math.isnan(page["upgrade_p50_us"])
+    assert 0 < lean["tcp_p50_us"] < lean["connect_p50_us"]
+    assert page["transport"] == "polling" and "completed over polling" in page["note"]
+    assert math.isnan(page["paint_p50_us"]) and page["inp_us"] >= 0

@@ -238,10 +238,16 @@ def test_calibrate_reports_the_driver_at_many_connections(bench):
     over 3 driver processes against the reference server."""
     import math
 
-    r = bench.run("calibrate", "--json", "--quick", timeout=400,
+    r = bench.run("calibrate", "--json", "--quick", timeout=500,
                   env=bench.env(BENCH_PER_DRIVER_PROCESS=400))
     assert r.returncode == 0, r.stderr[-2000:]
-    out = json.loads(r.stdout.strip().splitlines()[-1])
+    lines = [line for line in r.stdout.splitlines() if line.strip()]
+    assert len(lines) == 1, r.stdout[-2000:]  # one JSON object; progress goes to stderr
+    out = json.loads(lines[0])
+    for key in ("floor_p50_us", "floor_p99_us", "capacity_msg_s", "lag_p99_us"):
+        assert isinstance(out[key], (int, float)) and math.isfinite(out[key]), key
+    assert 0 < out["floor_p50_us"] <= out["floor_p99_us"]
+    assert out["capacity_msg_s"] > 0 and out["lag_p99_us"] >= 0
     assert out["driver_processes_10"] == 1 and out["driver_processes_1000"] == 3
     from bench.calibrate import SCALE_RATES
     for n in (10, 1000):
@@ -251,3 +257,19 @@ def test_calibrate_reports_the_driver_at_many_connections(bench):
     assert out["capacity_10_msg_s"] >= 0.99 * SCALE_RATES[0]
     assert out["capacity_1000_msg_s"] == 0 or out["capacity_1000_msg_s"] >= 0.99 * SCALE_RATES[0]
     assert "floor_p50_us" in out and "capacity_msg_s" in out  # the existing keys stay
+    from bench.driver import browser
+    if browser.unavailable_reason():
+        assert out["browser"] == f"unavailable: {browser.unavailable_reason()}"
+        return
+    assert out["browser"] == "measured", out["browser"]
+    # per message: intended ≤ frame out < ack frame in ≤ ack callback ≤ painted, and the page
+    # costs more than the lean client on the same server
+    assert out["browser_floor_devtools_p50_us"] < out["browser_floor_p50_us"]
+    assert out["browser_floor_p50_us"] <= out["browser_floor_paint_p50_us"]
+    assert out["browser_floor_added_us"] > 0
+    steps = out["browser_steps"]
+    assert [s["rate"] for s in steps if s["connections"] == 10][:1] == [50]
+    held = [s for s in steps if s["connections"] == 10 and s["passed"]]
+    assert out["browser_capacity_msg_s"] == (held[-1]["achieved"] if held else 0.0)
+    for s in held:
+        assert s["achieved"] >= 0.99 * s["rate"] and s["browser_cpu_pct"] < 90

@@ -57,6 +57,19 @@ def _percentiles(values_us, censored, deadline_us):
 def columns(arrays, measure, page, deadline_us):
     """The browser columns of a row from the page's arrays (``measure``: the messages of the
     measured window) and its summary (``page``: interactions and Event Timing entries)."""
+    out = _message_columns(arrays, measure, deadline_us) if page.get("kind") != "connect" \
+        else dict.fromkeys(("paint_p50_us", "paint_p99_us", "devtools_p50_us",
+                            "devtools_p99_us"), float("nan"))  # attempts paint nothing
+    clicks = page.get("interactions") or []
+    answered = [c["painted_ns"] - c["at_ns"] for c in clicks if c["painted_ns"]]
+    out.update(zip(("interaction_to_reply_p50_us", "interaction_to_reply_p99_us"), _percentiles(
+        np.asarray(answered, dtype=float) / 1000.0, len(clicks) - len(answered), deadline_us)))
+    out["inp_us"] = inp_us(page.get("event_entries") or [], page.get("interaction_count"))
+    return out
+
+
+def _message_columns(arrays, measure, deadline_us):
+    """``paint_*`` and ``devtools_*`` of the measured messages."""
     outcome = arrays["outcome"][measure]
     intended = arrays["intended"][measure]
     ok = outcome == OK
@@ -73,11 +86,6 @@ def columns(arrays, measure, page, deadline_us):
             (ack_frame[framed] - sent_frame[framed]) / 1000.0, lost, deadline_us)))
     else:
         out.update(devtools_p50_us=float("nan"), devtools_p99_us=float("nan"))
-    clicks = page.get("interactions") or []
-    answered = [c["painted_ns"] - c["at_ns"] for c in clicks if c["painted_ns"]]
-    out.update(zip(("interaction_to_reply_p50_us", "interaction_to_reply_p99_us"), _percentiles(
-        np.asarray(answered, dtype=float) / 1000.0, len(clicks) - len(answered), deadline_us)))
-    out["inp_us"] = inp_us(page.get("event_entries") or [], page.get("interaction_count"))
     return out
 
 
@@ -88,7 +96,14 @@ def negotiated(page):
     upgrades = [u for u in page.get("upgrade_ms") or [] if u is not None]
     final = "websocket" if transports and all(t == "websocket" for t in transports) \
         else "polling"
-    if upgrades and final == "websocket":
+    if page.get("kind") == "connect" and not transports:
+        return "", "no attempt connected"
+    if page.get("kind") == "connect":
+        how = (f"each attempt's Socket.IO connect completed over {final} "
+               f"({len(transports)} connected) and was closed then"
+               + (", before any WebSocket upgrade (socket.io-client starts on polling)"
+                  if final == "polling" and transports else ""))
+    elif upgrades and final == "websocket":
         how = (f"socket.io-client connected over polling and upgraded to WebSocket after "
                f"{np.median(upgrades):.0f} ms (median of {len(upgrades)} connections)")
     elif final == "websocket":

@@ -86,14 +86,16 @@ def reply_columns(row, replies):
 
 def connect_columns(step, arrays, t0):
     """Per-stage times from the attempt's start (TCP, upgrade, Engine.IO open, Socket.IO
-    connect) and failures counted by the stage that failed."""
+    connect; NaN for a stage the client does not see) and failures counted by the stage that
+    failed."""
     measure = measure_mask(arrays, step, t0)
     ok = measure & (arrays["outcome"] == OK)
     sent = arrays["sent"][ok]
     out = {}
     for stage, stamp in (("tcp", arrays["tcp_ns"][ok]), ("upgrade", arrays["upgrade_ns"][ok]),
                          ("open", arrays["open_ns"][ok]), ("connect", arrays["received"][ok])):
-        st = stats.summary(stats.histogram_of((stamp - sent) / 1000.0))
+        seen = stamp > 0  # a stage the client cannot observe (a browser's TCP) is empty
+        st = stats.summary(stats.histogram_of((stamp[seen] - sent[seen]) / 1000.0))
         out[f"{stage}_p50_us"], out[f"{stage}_p99_us"] = st["p50_us"], st["p99_us"]
     failed = arrays["failed_stage"][measure]
     for code, stage in ((1, "tcp"), (2, "upgrade"), (3, "open"), (4, "connect")):

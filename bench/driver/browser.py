@@ -37,8 +37,8 @@ import numpy as np
 
 from bench.driver import protocol, store
 from bench.driver.lean import process_job, save, stdin_t0
-from bench.driver.loops import open_schedule
-from bench.driver.store import Messages
+from bench.driver.loops import offsets_ns, open_schedule
+from bench.driver.store import ERROR, TIMEOUT, Messages
 
 PAGE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "page")
 CLIENT_BUNDLE = os.path.join(PAGE_DIR, "node_modules", "socket.io-client", "dist",
@@ -52,6 +52,9 @@ INTERACTIONS_PER_S = 10.0     # clicks during the window (each one message, own 
 OFFSET_PROBES = 15            # performance.now() round trips; the tightest sets the offset
 PAGE_LOAD_MS = 5_000          # the page is answered locally: seconds mean Chromium is stuck
 EXTRAS = ("painted", "devtools_sent", "devtools_received")
+# a connect attempt's stages as the lean driver stores them; a page sees the Engine.IO open
+# and the Socket.IO connect, never the TCP handshake or the HTTP upgrade (those stay 0)
+CONNECT_EXTRAS = ("tcp_ns", "upgrade_ns", "open_ns", "failed_stage")
 # Socket.IO packets inside an Engine.IO message: EVENT/BINARY_EVENT out, ACK/BINARY_ACK in,
 # with an optional attachment count and namespace before the ack id.
 SENT_RE = re.compile(r"^4[25](?:\d+-)?(?:/[^,]*,)?(\d+)")
@@ -192,7 +195,10 @@ def plan_for(job):
                 event=job.event, payload=int(job.payload), binary=bool(job.binary),
                 kind="open" if job.rate else "closed", offsets=[], conns=[],
                 capacity=int(min(job.max_messages, 2_000_000)))
-    if job.rate:
+    if job.kind == "connect":  # attempts at the rate, as the lean driver's connect loop
+        attempts = int(job.rate * (job.warmup + job.duration))
+        plan.update(kind="connect", offsets=(offsets_ns(attempts, job.rate) / 1e6).tolist())
+    elif job.rate:
         conn_of, times = open_schedule(job, 0)
         local = {c: i for i, c in enumerate(job.conns)}
         plan["offsets"] = (times / 1e6).tolist()
@@ -200,16 +206,45 @@ def plan_for(job):
     return plan
 
 
+def _on_monotonic(values, offset_ns):
+    """Page milliseconds as CLOCK_MONOTONIC ns (0 stays 0: never happened)."""
+    a = np.asarray(values, dtype=np.float64)
+    return np.where(a > 0, np.round(a * 1e6).astype(np.int64) + offset_ns, 0)
+
+
+def connect_messages(job, got, offset_ns):
+    """The page's connect attempts as the lean connect loop stores them: one message per
+    attempt, answered by its Socket.IO connect; a refusal is an error at its stage, an attempt
+    with no answer by the deadline a timeout."""
+    n = int(got["used"])
+    m = Messages(max(1, n), extras=EXTRAS + CONNECT_EXTRAS)
+    m.deadline_ns = int(job.deadline * 1e9)
+    m.used = n
+    m.conn[:n] = np.arange(n, dtype=np.int32)
+    m.intended[:n] = _on_monotonic(got["intended"], offset_ns)
+    m.sent[:n] = _on_monotonic(got["sent"], offset_ns)
+    m.extras["open_ns"][:n] = _on_monotonic(got["opened"], offset_ns)
+    m.extras["failed_stage"][:n] = np.asarray(got["failedStage"], dtype=np.int64)
+    received = _on_monotonic(got["received"], offset_ns)
+    for k in range(n):
+        if m.extras["failed_stage"][k]:
+            m.outcome[k] = ERROR
+        elif not (received[k] and store.record_reply(m, k, int(received[k]))):
+            m.outcome[k] = TIMEOUT
+    return m
+
+
 def to_messages(job, got, frames, offset_ns):
     """The page's arrays as the store's :class:`Messages`, on CLOCK_MONOTONIC, settled."""
+    if job.kind == "connect":
+        return connect_messages(job, got, offset_ns)
     n = int(got["used"])
     m = Messages(max(1, n), extras=EXTRAS)
     m.deadline_ns = int(job.deadline * 1e9)
     m.used = n
 
     def mono(values):
-        a = np.asarray(values, dtype=np.float64)
-        return np.where(a > 0, np.round(a * 1e6).astype(np.int64) + offset_ns, 0)
+        return _on_monotonic(values, offset_ns)
 
     m.conn[:n] = np.asarray([job.conns[c] for c in got["conn"]], dtype=np.int32)
     m.intended[:n], m.sent[:n] = mono(got["intended"]), mono(got["sent"])
@@ -228,10 +263,10 @@ def to_messages(job, got, frames, offset_ns):
     return m
 
 
-def page_summary(got, interactions, offset_ns, isolated):
+def page_summary(got, interactions, offset_ns, isolated, kind):
     """What the row needs beyond the arrays: transports, upgrades, interactions, INP inputs."""
     return dict(
-        transports=got["transports"], upgrade_ms=got["upgradeMs"], isolated=isolated,
+        kind=kind, transports=got["transports"], upgrade_ms=got["upgradeMs"], isolated=isolated,
         interactions=[dict(at_ns=int(i["at"] * 1e6) + offset_ns,
                            acked_ns=int(i["acked"] * 1e6) + offset_ns if i["acked"] else 0,
                            painted_ns=int(i["painted"] * 1e6) + offset_ns if i["painted"] else 0)
@@ -266,14 +301,16 @@ async def run_job(job, read_t0):
         transports = [job.transport] if job.transport else None
         try:
             await page.evaluate("([n, t, ms]) => bench.connect(n, t, ms)",
-                                [len(job.conns), transports, job.deadline * 1e3])
+                                [0 if job.kind == "connect" else len(job.conns), transports,
+                                 job.deadline * 1e3])
         except Exception as exc:  # noqa: BLE001 - the page's own words, one line
             said = re.sub(r"^(Page\.evaluate: )?(Error: )?", "", str(exc).splitlines()[0])
             raise SystemExit(f"browser: {said} (the page's origin is {origin}, the server's "
                              "own address: a refusal there is its origin check, e.g. "
                              "Flask-SocketIO's cors_allowed_origins)") from None
         await page.evaluate("([e, n]) => bench.interactive(e, n)", [job.event, int(job.payload)])
-        await page.evaluate("plan => bench.load(plan)", plan_for(job))
+        plan = plan_for(job)
+        await page.evaluate("plan => bench.load(plan)", plan)
         offset_ns = await clock_offset(page)
         t0 = await read_t0()
         clicks = asyncio.ensure_future(click_at_rate(
@@ -289,7 +326,7 @@ async def run_job(job, read_t0):
         await page.evaluate("bench.close()")
         m = to_messages(job, got, frames, offset_ns)
         summary = page_summary(got, interactions, offset_ns,
-                               await page.evaluate("bench.isolated()"))
+                               await page.evaluate("bench.isolated()"), plan["kind"])
         await browser.close()
         return m, summary
 

@@ -22,7 +22,8 @@ from bench.machine import cpu_layout
 from bench.plan import limits, precision
 from bench.plan.job import for_step
 
-BROWSER_KINDS = ("open", "closed")  # echo, rate, sweep, payload (no blockers, no own traffic)
+BROWSER_KINDS = ("open", "closed", "connect")  # echo, rate, sweep, payload, connect (no
+# blockers, no own traffic)
 
 
 class StepRunner:

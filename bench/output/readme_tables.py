@@ -16,8 +16,9 @@ import re
 import sys
 
 from bench.analysis import compare, reader
-from bench.output import inpclaim
+from bench.output import findings, inpclaim
 from bench.output.formatting import ms_short
+from bench.output.plots import style
 from bench.output.results import atomic_write
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -70,7 +71,55 @@ def browser_table(run_dir):
     return "\n".join(lines) + "\n"
 
 
-RENDERERS = {"browser": (os.path.join("results", "reference", "browser"), browser_table)}
+def _markdown(headers, rows):
+    """A markdown table of ``headers`` and ``rows`` (cells already text)."""
+    return "\n".join(["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers),
+                      *("| " + " | ".join(str(c) for c in row) + " |" for row in rows)]) + "\n"
+
+
+def _state(row):
+    """'' for a valid row, else ' (driver-bound)', ' (invalid)', with ' noisy' and the
+    self-checks it failed: what weakens the figure, beside it."""
+    said = [] if style.flag(row) == "ok" else [style.flag(row)]
+    if str(row.get("noisy")) == "True":
+        said.append("noisy")
+    marks = style.checks(row).strip()
+    return f" ({', '.join(said)}){' ' + marks if marks else ''}" if said or marks else ""
+
+
+def sweep_table(run_dir):
+    """Where each variant breaks: the sweep's knee per variant (the report's knee table)."""
+    table = findings.knees(reader.read(run_dir))
+    if table is None:
+        raise FindingsError(f"{os.path.relpath(run_dir, ROOT)} has no sweep rows")
+    return _markdown(table["headers"], table["rows"])
+
+
+def blocking_table(run_dir):
+    """Does one slow handler delay everyone: echo p50 / p99 per variant and blocking mix, with
+    the p50's interval over repeats."""
+    agg = reader.read(run_dir).aggregates
+    rows = agg[agg["scenario"] == "blocking"]
+    if not len(rows):
+        raise FindingsError(f"{os.path.relpath(run_dir, ROOT)} has no blocking rows")
+    mixes = list(dict.fromkeys(rows["mix"]))
+    lines = []
+    for variant, group in rows.groupby("variant", sort=False):
+        cells = []
+        for mix in mixes:
+            found = group[group["mix"] == mix]
+            r = found.iloc[0] if len(found) else None
+            cells.append("–" if r is None or not reader.has_data(r) else
+                         f"{_ms(r['p50_us'], *compare.interval_of(r, 'p50')[:2])} / "
+                         f"{_ms(r['p99_us'])}{_state(r)}")
+        lines.append([variant, *cells])
+    return _markdown(["variant", *(f"{mix}: echo p50 / p99 ms" for mix in mixes)], lines)
+
+
+REFERENCE = os.path.join("results", "reference")
+RENDERERS = {"browser": (os.path.join(REFERENCE, "browser"), browser_table),
+             "sweep": (os.path.join(REFERENCE, "sweep"), sweep_table),
+             "blocking": (os.path.join(REFERENCE, "blocking"), blocking_table)}
 
 
 def render(name):

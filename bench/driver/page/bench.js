@@ -35,6 +35,7 @@
   // refusal of the lowest-numbered connection that failed.
   function connect(count, transports, timeoutMs) {
     const started = performance.now();
+    state.transports = transports;
     const all = [];
     for (let i = 0; i < count; i++) {
       const socket = io(options(transports, i));
@@ -80,14 +81,98 @@
     };
   }
 
+  // Call fire(i, intended) for each of plan.offsets (page ms from plan.t0) at its time: every
+  // call due by now is made, then the page yields to the event loop (setTimeout for waits over
+  // 2 ms, which Chromium may deliver ~1 ms late; a MessageChannel turn for the last stretch,
+  // which never sleeps through a due time). Nothing fires before t0. Returns {done()}.
+  function atScheduledTimes(plan, fire) {
+    const channel = new MessageChannel();
+    let i = 0;
+    function pump() {
+      const now = performance.now();
+      while (i < plan.offsets.length && plan.t0 + plan.offsets[i] <= now) {
+        fire(i, plan.t0 + plan.offsets[i]);
+        i++;
+      }
+      if (i >= plan.offsets.length) return;
+      const wait = plan.t0 + plan.offsets[i] - performance.now();
+      if (wait > 2) setTimeout(pump, wait - 1.5);
+      else channel.port1.postMessage(0);
+    }
+    function start() {
+      if (performance.now() < plan.t0) { channel.port1.postMessage(0); return; }
+      channel.port2.onmessage = pump;
+      pump();
+    }
+    channel.port2.onmessage = start;
+    setTimeout(start, Math.max(0, plan.t0 - performance.now() - 1.5));
+    return { done: () => i >= plan.offsets.length };
+  }
+
+  // New connections at the schedule's times: each attempt is a message whose Engine.IO open
+  // (`opened`) and Socket.IO connect (`received`) are stamped, and which is closed once
+  // connected. A refusal after the open failed at connect (stage 4), before it at open (3);
+  // an attempt with neither by the deadline is left unanswered (a timeout).
+  function runConnects(plan) {
+    const n = plan.offsets.length;
+    const m = { intended: new Float64Array(n), sent: new Float64Array(n),
+                received: new Float64Array(n), opened: new Float64Array(n),
+                failedStage: new Int8Array(n), used: 0 };
+    let settled = 0;
+    const connectedOn = [];  // the transport each connected attempt was on when it connected
+    let finish;
+    const finished = new Promise((resolve) => { finish = resolve; });
+    const pumped = atScheduledTimes(plan, (k, intended) => {
+      m.used = k + 1;
+      m.intended[k] = intended;
+      m.sent[k] = performance.now();
+      const socket = io(options(state.transports, `attempt-${k}`));
+      let over = false;
+      const settle = () => {  // the attempt's first ending counts, once
+        if (over) return false;
+        over = true; clearTimeout(timer); settled++; socket.disconnect();
+        return true;
+      };
+      const timer = setTimeout(settle, plan.deadlineMs);
+      socket.io.on("open", () => { if (!m.opened[k]) m.opened[k] = performance.now(); });
+      socket.on("connect", () => {
+        const now = performance.now();
+        const on = socket.io.engine && socket.io.engine.transport ? socket.io.engine.transport.name : "";
+        if (settle()) { m.received[k] = now; connectedOn.push(on); }
+      });
+      socket.on("connect_error", () => {
+        const stage = m.opened[k] ? 4 : 3;
+        if (settle()) m.failedStage[k] = stage;
+      });
+    });
+    const end = plan.t0 + plan.windowMs;
+    (function check() {
+      const now = performance.now();
+      if ((pumped.done() && settled >= m.used && now >= end) || now >= end + plan.deadlineMs) {
+        finish();
+      } else setTimeout(check, 20);
+    })();
+    return finished.then(() => ({
+      used: m.used,
+      intended: Array.from(m.intended.subarray(0, m.used)),
+      sent: Array.from(m.sent.subarray(0, m.used)),
+      received: Array.from(m.received.subarray(0, m.used)),
+      opened: Array.from(m.opened.subarray(0, m.used)),
+      failedStage: Array.from(m.failedStage.subarray(0, m.used)),
+      transports: connectedOn,
+      upgradeMs: [],
+    }));
+  }
+
   // Load the step before its start time is known (the schedule may be large).
   function load(plan) { state.plan = plan; return plan.offsets.length; }
 
-  // Run the loaded step from page time t0: {kind: "open"|"closed", windowMs, offsets (from
+  // Run the loaded step from page time t0: {kind: "open"|"closed"|"connect", windowMs, offsets (from
   // t0), conns, event, payload, binary, capacity, deadlineMs}; resolves with the per-message
   // arrays once every message has its reply or the deadline has passed after the window.
   function run(t0) {
     const plan = Object.assign({}, state.plan, { t0 });
+    if (plan.kind === "connect") return runConnects(plan);
     const cap = plan.kind === "open" ? plan.offsets.length : plan.capacity;
     const m = {
       conn: new Int32Array(cap), intended: new Float64Array(cap), sent: new Float64Array(cap),
@@ -129,39 +214,18 @@
       emit(k, c, now);
     }
 
-    // The open loop: every message due by now goes out, then the page yields to the event
-    // loop (setTimeout for waits over 2 ms, which Chromium may deliver ~1 ms late; a
-    // MessageChannel turn for the last stretch, which never sleeps through a due time).
-    const channel = new MessageChannel();
-    let i = 0;
-    function pump() {
-      const now = performance.now();
-      while (i < plan.offsets.length && plan.t0 + plan.offsets[i] <= now) {
-        const k = m.used++;
-        emit(k, plan.conns[i], plan.t0 + plan.offsets[i]);
-        i++;
-      }
-      if (i >= plan.offsets.length) return;
-      const wait = plan.t0 + plan.offsets[i] - performance.now();
-      if (wait > 2) setTimeout(pump, wait - 1.5);
-      else channel.port1.postMessage(0);
-    }
-
-    function start() {
-      if (performance.now() < plan.t0) { channel.port1.postMessage(0); return; }
-      channel.port2.onmessage = pump;
-      if (plan.kind === "open") pump();
-      else for (let c = 0; c < state.sockets.length; c++) next(c);
-    }
-    channel.port2.onmessage = start;  // nothing leaves before t0
-    setTimeout(start, Math.max(0, plan.t0 - performance.now() - 1.5));
+    const pumped = plan.kind === "open"
+      ? atScheduledTimes(plan, (i, intended) => emit(m.used++, plan.conns[i], intended))
+      : atScheduledTimes(Object.assign({}, plan, { offsets: [0] }), () => {
+        for (let c = 0; c < state.sockets.length; c++) next(c);
+      });
 
     // Done at the window's end plus the deadline, or earlier once nothing is outstanding.
     const settleMs = plan.deadlineMs;
     (function check() {
       const now = performance.now();
-      const due = plan.kind === "open" ? i >= plan.offsets.length : now >= end;
-      if ((due && outstanding <= 0 && now >= end) || now >= end + settleMs) {
+      const due = pumped.done() && now >= end;
+      if ((due && outstanding <= 0) || now >= end + settleMs) {
         requestAnimationFrame(() => requestAnimationFrame(() => finish()));  // last paints
       } else setTimeout(check, 20);
     })();
