@@ -134,3 +134,24 @@ def test_connects_from_the_page_are_timed_by_the_stages_it_sees(bench, tmp_path)
     assert 0 < lean["tcp_p50_us"] < lean["connect_p50_us"]
     assert page["transport"] == "polling" and "completed over polling" in page["note"]
     assert math.isnan(page["paint_p50_us"]) and page["inp_us"] >= 0
+
+
+@pytest.mark.slow
+def test_broadcasts_reach_every_member_page_connection(bench, tmp_path):
+    """--scenario fanout in the browser: the page's members join the room, its sender emits at
+    the rate, and first / median / last recipient come from the members' own stamps, beside the
+    lean client's on the same server."""
+    r = bench.run("run", "--variants", "socketio-run-gevent", "--client", "lean,browser",
+                  "--scenario", "fanout", "--members", "4", "--fanout-rate", "10",
+                  "--duration", "2", "--warmup", "0.5", "--repeats", "1", "--no-report",
+                  "--out", str(tmp_path), timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    run_dir, = bench.run_dirs(str(tmp_path))
+    s = bench.summary(run_dir)
+    page = s[(s["repeat"] != "all") & (s["client"] == "browser")].set_index("recipient")
+    lean = s[(s["repeat"] != "all") & (s["client"] == "lean")].set_index("recipient")
+    assert set(page.index) == set(lean.index) == {"first", "median", "last", "all"}
+    assert page.loc["all", "reach"] == 1.0, page.loc["all", "note"]
+    assert page.loc["all", "ok"] == page.loc["all", "attempted"] >= 4 * 18
+    assert 0 < page.loc["first", "p50_us"] <= page.loc["last", "p50_us"]
+    assert math.isnan(page.loc["all", "paint_p50_us"]) and page.loc["all", "inp_us"] >= 0

@@ -57,9 +57,11 @@ def _percentiles(values_us, censored, deadline_us):
 def columns(arrays, measure, page, deadline_us):
     """The browser columns of a row from the page's arrays (``measure``: the messages of the
     measured window) and its summary (``page``: interactions and Event Timing entries)."""
-    out = _message_columns(arrays, measure, deadline_us) if page.get("kind") != "connect" \
-        else dict.fromkeys(("paint_p50_us", "paint_p99_us", "devtools_p50_us",
-                            "devtools_p99_us"), float("nan"))  # attempts paint nothing
+    # connect attempts paint nothing; broadcasts carry no ack to pair frames by
+    out = _message_columns(arrays, measure, deadline_us) \
+        if page.get("kind") not in ("connect", "fanout") else \
+        dict.fromkeys(("paint_p50_us", "paint_p99_us", "devtools_p50_us", "devtools_p99_us"),
+                      float("nan"))
     clicks = page.get("interactions") or []
     answered = [c["painted_ns"] - c["at_ns"] for c in clicks if c["painted_ns"]]
     out.update(zip(("interaction_to_reply_p50_us", "interaction_to_reply_p99_us"), _percentiles(

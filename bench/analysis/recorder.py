@@ -49,14 +49,20 @@ def latency_histogram(arrays, mask, deadline_us):
 
 def summarize(step, load, transport, resources, client, note=""):
     """Summary rows for a step's measured messages: one, or four for fanout."""
+    page = getattr(load, "page", None)
     if step.kind in ("fanout", "emit"):
-        return fanout_rows(step, load, transport, resources, client, note)
+        rows = fanout_rows(step, load, transport, resources, client, note)
+        if page:  # the page's interactions while it received
+            shared = browserrow.columns(load.arrays, measure_mask(load.arrays, step, load.t0),
+                                        page, step.deadline * 1e6)
+            rows = [dict(row, **shared) for row in rows]
+        return rows
     row = summarize_messages(step, load, transport, resources, client, note)
     if step.kind == "connect":
         row.update(connect_columns(step, load.arrays, load.t0))
     if getattr(load, "replies", None):
         reply_columns(row, load.replies)
-    if getattr(load, "page", None):
+    if page:
         row.update(browserrow.columns(load.arrays, measure_mask(load.arrays, step, load.t0),
                                       load.page, step.deadline * 1e6))
     return [dict(row, **step.extra)]

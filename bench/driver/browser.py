@@ -195,9 +195,11 @@ def plan_for(job):
                 event=job.event, payload=int(job.payload), binary=bool(job.binary),
                 kind="open" if job.rate else "closed", offsets=[], conns=[],
                 capacity=int(min(job.max_messages, 2_000_000)))
-    if job.kind == "connect":  # attempts at the rate, as the lean driver's connect loop
-        attempts = int(job.rate * (job.warmup + job.duration))
-        plan.update(kind="connect", offsets=(offsets_ns(attempts, job.rate) / 1e6).tolist())
+    if job.kind in ("connect", "fanout"):  # attempts or broadcasts at the rate, uniform,
+        # as the lean driver's connect and fan-out loops
+        count = int(job.rate * (job.warmup + job.duration))
+        plan.update(kind=job.kind, offsets=(offsets_ns(count, job.rate) / 1e6).tolist(),
+                    room=job.room or f"fan-{job.targets[0][1]}")
     elif job.rate:
         conn_of, times = open_schedule(job, 0)
         local = {c: i for i, c in enumerate(job.conns)}
@@ -234,10 +236,29 @@ def connect_messages(job, got, offset_ns):
     return m
 
 
+def fanout_messages(job, got, offset_ns):
+    """The page's deliveries as the lean fan-out loop stores them: trigger-major, one message
+    per (broadcast, member), sent when the sender emitted, settled by each member's liveness."""
+    n, width = int(got["used"]), int(got["width"])
+    m = Messages(max(1, n * width), extras=EXTRAS)
+    m.deadline_ns = int(job.deadline * 1e9)
+    m.used = n * width
+    m.conn[:m.used] = np.tile(np.asarray(job.conns, dtype=np.int32), n)
+    m.intended[:m.used] = np.repeat(_on_monotonic(got["intended"], offset_ns), width)
+    m.sent[:m.used] = np.repeat(_on_monotonic(got["sent"], offset_ns), width)
+    for k, at in enumerate(_on_monotonic(got["received"], offset_ns)):
+        if at:
+            store.record_reply(m, k, int(at))
+    store.settle(m, {job.conns[i]: bool(up) for i, up in enumerate(got["alive"])})
+    return m
+
+
 def to_messages(job, got, frames, offset_ns):
     """The page's arrays as the store's :class:`Messages`, on CLOCK_MONOTONIC, settled."""
     if job.kind == "connect":
         return connect_messages(job, got, offset_ns)
+    if job.kind == "fanout":
+        return fanout_messages(job, got, offset_ns)
     n = int(got["used"])
     m = Messages(max(1, n), extras=EXTRAS)
     m.deadline_ns = int(job.deadline * 1e9)
@@ -311,6 +332,13 @@ async def run_job(job, read_t0):
         await page.evaluate("([e, n]) => bench.interactive(e, n)", [job.event, int(job.payload)])
         plan = plan_for(job)
         await page.evaluate("plan => bench.load(plan)", plan)
+        if plan["kind"] == "fanout":  # as the lean loop: members joined before the clock
+            try:
+                await page.evaluate("([room, ms]) => bench.join(room, ms)",
+                                    [plan["room"], job.deadline * 1e3 + 10 * len(job.conns)])
+            except Exception as exc:  # noqa: BLE001 - the page's own words, one line
+                raise SystemExit("browser: " + re.sub(r"^(Page\.evaluate: )?(Error: )?", "",
+                                                      str(exc).splitlines()[0])) from None
         offset_ns = await clock_offset(page)
         t0 = await read_t0()
         clicks = asyncio.ensure_future(click_at_rate(

@@ -22,8 +22,8 @@ from bench.machine import cpu_layout
 from bench.plan import limits, precision
 from bench.plan.job import for_step
 
-BROWSER_KINDS = ("open", "closed", "connect")  # echo, rate, sweep, payload, connect (no
-# blockers, no own traffic)
+BROWSER_KINDS = ("open", "closed", "connect", "fanout")  # echo, rate, sweep, payload,
+# connect, fanout (no blockers, no own traffic, no emitter process)
 
 
 class StepRunner:

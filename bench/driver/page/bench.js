@@ -11,7 +11,7 @@
 (function () {
   const EVENT_TIMING_THRESHOLD_MS = 16;  // the smallest durationThreshold Event Timing allows
   const state = {
-    sockets: [], upgradeMs: [], clicker: null,
+    sockets: [], upgradeMs: [], clicker: null, sender: null, transports: null,
     eventEntries: [], interactions: [], observer: null, plan: null,
   };
 
@@ -164,6 +164,60 @@
     }));
   }
 
+  // Fan-out: every measured connection joins `room` (each join acked) and one more
+  // connection, the sender's, is opened; resolves once all have, before the clock starts.
+  function join(room, timeoutMs) {
+    state.sender = io(options(state.transports, "sender"));
+    const joined = state.sockets.map((socket, i) => new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`member ${i} did not join ${room} in ${timeoutMs} ms`)), timeoutMs);
+      socket.emit("join", { room }, () => { clearTimeout(timer); resolve(); });
+    }));
+    return Promise.all([opened(state.sender, "the sender's connection", timeoutMs), ...joined]);
+  }
+
+  // The sender emits `broadcast` {room, id, p} at the schedule's times; every member stamps
+  // each broadcast it receives (by id) and writes it into the DOM. Deliveries are
+  // trigger-major: delivery t * members + slot is broadcast t at member slot.
+  function runFanout(plan) {
+    const width = state.sockets.length;
+    const n = plan.offsets.length;
+    const m = { intended: new Float64Array(n), sent: new Float64Array(n),
+                received: new Float64Array(n * width) };
+    const out = document.getElementById("reply");
+    const pad = "x".repeat(Math.max(0, plan.payload - 40));
+    let got = 0;
+    let finish;
+    const finished = new Promise((resolve) => { finish = resolve; });
+    state.sockets.forEach((socket, slot) => socket.on("broadcast", (data) => {
+      const t = data ? data.id : -1;
+      if (Number.isInteger(t) && t >= 0 && t < n && !m.received[t * width + slot]) {
+        m.received[t * width + slot] = performance.now();
+        got++;
+        out.textContent = `broadcast ${t}`;
+      }
+    }));
+    const pumped = atScheduledTimes(plan, (t, intended) => {
+      m.intended[t] = intended;
+      m.sent[t] = performance.now();
+      state.sender.emit("broadcast", { room: plan.room, id: t, p: pad });
+    });
+    const end = plan.t0 + plan.windowMs;
+    (function check() {
+      const now = performance.now();
+      if ((pumped.done() && got >= n * width && now >= end) || now >= end + plan.deadlineMs) {
+        finish();
+      } else setTimeout(check, 20);
+    })();
+    return finished.then(() => ({
+      used: n, width,
+      intended: Array.from(m.intended), sent: Array.from(m.sent),
+      received: Array.from(m.received),
+      alive: state.sockets.map((s) => s.connected),
+      transports: transportsNow(),
+      upgradeMs: state.upgradeMs,
+    }));
+  }
+
   // Load the step before its start time is known (the schedule may be large).
   function load(plan) { state.plan = plan; return plan.offsets.length; }
 
@@ -173,6 +227,7 @@
   function run(t0) {
     const plan = Object.assign({}, state.plan, { t0 });
     if (plan.kind === "connect") return runConnects(plan);
+    if (plan.kind === "fanout") return runFanout(plan);
     const cap = plan.kind === "open" ? plan.offsets.length : plan.capacity;
     const m = {
       conn: new Int32Array(cap), intended: new Float64Array(cap), sent: new Float64Array(cap),
@@ -289,8 +344,9 @@
   function close() {
     for (const s of state.sockets) s.disconnect();
     if (state.clicker) state.clicker.disconnect();
+    if (state.sender) state.sender.disconnect();
   }
 
-  window.bench = { connect, load, run, interactive, clicksAnswered, interactionReport, close,
+  window.bench = { connect, join, load, run, interactive, clicksAnswered, interactionReport, close,
                    isolated: () => self.crossOriginIsolated };
 })();
