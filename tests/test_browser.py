@@ -155,3 +155,38 @@ def test_broadcasts_reach_every_member_page_connection(bench, tmp_path):
     assert page.loc["all", "ok"] == page.loc["all", "attempted"] >= 4 * 18
     assert 0 < page.loc["first", "p50_us"] <= page.loc["last", "p50_us"]
     assert math.isnan(page.loc["all", "paint_p50_us"]) and page.loc["all", "inp_us"] >= 0
+
+
+CHAT_APP = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        "examples", "chat_app.py") + ":app"
+CHAT_TOML = os.path.join(os.path.dirname(CHAT_APP), "chat.toml")
+
+
+@pytest.mark.slow
+def test_the_user_s_traffic_runs_in_the_page(bench, tmp_path):
+    """--scenario-file in the browser: the chat example's namespace, auth, query and setup,
+    its acked messages and its `history` replies matched in order, the room's relays counted
+    as pushed; headers, which a page cannot set on a WebSocket, are one line in the row."""
+    toml = open(CHAT_TOML).read()
+    no_headers = tmp_path / "chat.toml"
+    no_headers.write_text(re.sub(r"(?m)^headers = .*\n", "", toml))
+    r = bench.run("run", "--app", CHAT_APP, "--scenario-file", str(no_headers),
+                  "--variants", "socketio-run-gevent", "--client", "lean,browser",
+                  *LOW_RATE, "--out", str(tmp_path / "out"), timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    run_dir, = bench.run_dirs(str(tmp_path / "out"))
+    s = bench.summary(run_dir)
+    rows = s[s["repeat"] != "all"].set_index("client")
+    page, lean = rows.loc["browser"], rows.loc["lean"]
+    assert page["ok"] == page["attempted"] > 0, page["note"]
+    assert page["reply_match"] == lean["reply_match"] == "fifo"
+    assert page["unsolicited"] == 0 and "message=" in page["pushed"], page["pushed"]
+    assert page["transport"] == "websocket" and page["paint_p50_us"] >= page["p50_us"] > 0
+
+    r = bench.run("run", "--app", CHAT_APP, "--scenario-file", CHAT_TOML,
+                  "--variants", "socketio-run-gevent", "--client", "browser", *LOW_RATE,
+                  "--duration", "1", "--out", str(tmp_path / "headers"), timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    run_dir, = bench.run_dirs(str(tmp_path / "headers"))
+    row = bench.summary(run_dir).iloc[0]
+    assert row["reasons"] == "not_applicable" and "cannot set headers" in row["note"]

@@ -39,6 +39,7 @@ from bench.driver import protocol, store
 from bench.driver.lean import process_job, save, stdin_t0
 from bench.driver.loops import offsets_ns, open_schedule
 from bench.driver.store import ERROR, TIMEOUT, Messages
+from bench.plan.traffic import expand, has_seq
 
 PAGE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "page")
 CLIENT_BUNDLE = os.path.join(PAGE_DIR, "node_modules", "socket.io-client", "dist",
@@ -60,6 +61,7 @@ CONNECT_EXTRAS = ("tcp_ns", "upgrade_ns", "open_ns", "failed_stage")
 SENT_RE = re.compile(r"^4[25](?:\d+-)?(?:/[^,]*,)?(\d+)")
 ACK_RE = re.compile(r"^4[36](?:\d+-)?(?:/[^,]*,)?(\d+)")
 PAGE_FILES = {"index.html": "text/html", "bench.js": "application/javascript",
+              "traffic.js": "application/javascript",
               "socket.io.min.js": "application/javascript"}
 
 
@@ -253,6 +255,23 @@ def fanout_messages(job, got, offset_ns):
     return m
 
 
+def page_traffic(job):
+    """The user's traffic as the page runs it (page/traffic.js), "{pad:N}" expanded; None
+    without --scenario-file."""
+    traffic = job.traffic
+    if not traffic:
+        return None
+    pad = traffic.get("pad")
+    return dict(namespace=traffic["namespace"], auth=traffic.get("auth"),
+                query=traffic.get("query") or {}, seed=int(job.seed),
+                setup=[dict(event=s["event"], args=expand(s["args"], pad))
+                       for s in traffic["setup"]],
+                messages=[dict(event=m["event"], args=expand(m["args"], pad),
+                               reply=None if m["reply"] == "ack" else m["reply"][6:],
+                               seq=has_seq(m["args"]), weight=float(m["weight"]))
+                          for m in traffic["messages"]])
+
+
 def to_messages(job, got, frames, offset_ns):
     """The page's arrays as the store's :class:`Messages`, on CLOCK_MONOTONIC, settled."""
     if job.kind == "connect":
@@ -288,6 +307,7 @@ def page_summary(got, interactions, offset_ns, isolated, kind):
     """What the row needs beyond the arrays: transports, upgrades, interactions, INP inputs."""
     return dict(
         kind=kind, transports=got["transports"], upgrade_ms=got["upgradeMs"], isolated=isolated,
+        replies=got.get("replies"),
         interactions=[dict(at_ns=int(i["at"] * 1e6) + offset_ns,
                            acked_ns=int(i["acked"] * 1e6) + offset_ns if i["acked"] else 0,
                            painted_ns=int(i["painted"] * 1e6) + offset_ns if i["painted"] else 0)
@@ -321,9 +341,9 @@ async def run_job(job, read_t0):
         await page.goto(f"{origin}/__bench__/index.html", timeout=PAGE_LOAD_MS)
         transports = [job.transport] if job.transport else None
         try:
-            await page.evaluate("([n, t, ms]) => bench.connect(n, t, ms)",
+            await page.evaluate("([n, t, ms, traffic]) => bench.connect(n, t, ms, traffic)",
                                 [0 if job.kind == "connect" else len(job.conns), transports,
-                                 job.deadline * 1e3])
+                                 job.deadline * 1e3, page_traffic(job)])
         except Exception as exc:  # noqa: BLE001 - the page's own words, one line
             said = re.sub(r"^(Page\.evaluate: )?(Error: )?", "", str(exc).splitlines()[0])
             raise SystemExit(f"browser: {said} (the page's origin is {origin}, the server's "
@@ -385,8 +405,8 @@ def main(argv=None):
             str(exc).splitlines()[0]
         raise SystemExit(f"browser: {what}") from None
     save(m, job.out)
-    print("done " + json.dumps({"busy_ns": None, "total_ns": None, "browser": summary}),
-          flush=True)
+    print("done " + json.dumps({"busy_ns": None, "total_ns": None, "browser": summary,
+                                "replies": summary.get("replies")}), flush=True)
 
 
 if __name__ == "__main__":

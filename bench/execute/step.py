@@ -23,7 +23,7 @@ from bench.plan import limits, precision
 from bench.plan.job import for_step
 
 BROWSER_KINDS = ("open", "closed", "connect", "fanout")  # echo, rate, sweep, payload,
-# connect, fanout (no blockers, no own traffic, no emitter process)
+# connect, fanout (no blockers, no emitter process; the user's traffic on open/closed only)
 
 
 class StepRunner:
@@ -140,10 +140,19 @@ class StepRunner:
                                         "browser client needs one entry point (an nginx "
                                         "variant), not several servers", "browser",
                                         "not_applicable")], []
-        if step.kind not in BROWSER_KINDS or step.blockers or self.traffic(step):
+        traffic = self.traffic(step)
+        if step.kind not in BROWSER_KINDS or step.blockers or (
+                traffic and step.kind not in ("open", "closed")):
             return [recorder.failed_row(step, verdict.transport, f"the browser client runs "
-                                        f"the echo, rate, sweep and payload scenarios, not "
+                                        f"the echo, rate, sweep, payload, connect and fanout "
+                                        f"scenarios (the first four with --scenario-file), not "
                                         f"{step.scenario}", "browser", "not_applicable")], []
+        if traffic and traffic.get("headers"):
+            return [recorder.failed_row(step, verdict.transport, "a page cannot set headers "
+                                        "on a WebSocket (socket.io-client's extraHeaders reach "
+                                        "polling requests only): the scenario file's headers "
+                                        "cannot be sent from a browser", "browser",
+                                        "not_applicable")], []
         return self.measure_precisely(step, server, step.transport or "", "browser", "", part)
 
     def measure_precisely(self, step, server, transport, client, note, part):

@@ -10,16 +10,21 @@
 "use strict";
 (function () {
   const EVENT_TIMING_THRESHOLD_MS = 16;  // the smallest durationThreshold Event Timing allows
+  const CLICKS = 1000000;  // the clicks' connection in "{seq}" ids: never a measured one
   const state = {
     sockets: [], upgradeMs: [], clicker: null, sender: null, transports: null,
+    traffic: null, clickTraffic: null, onReply: () => {}, onClick: () => {},
     eventEntries: [], interactions: [], observer: null, plan: null,
   };
 
-  function options(transports, index) {
-    const opts = { forceNew: true, reconnection: false, timeout: 10000,
-                   query: { bench_conn: String(index) } };
+  // A new socket.io-client connection: on the user's namespace with their auth and query
+  // when their traffic runs (state.traffic), else the harness's default namespace.
+  function openSocket(transports, index) {
+    const user = state.traffic ? state.traffic.connectOptions : { query: {} };
+    const opts = { forceNew: true, reconnection: false, timeout: 10000, auth: user.auth,
+                   query: Object.assign({}, user.query, { bench_conn: String(index) }) };
     if (transports) opts.transports = transports;
-    return opts;
+    return state.traffic ? io(state.traffic.namespace, opts) : io(opts);
   }
 
   function opened(socket, name, timeoutMs) {
@@ -31,14 +36,20 @@
   }
 
   // Open `count` measured connections and one more for the clicks (socket.io-client defaults
-  // unless `transports` names some); resolves once every one is connected, rejects with the
-  // refusal of the lowest-numbered connection that failed.
-  function connect(count, transports, timeoutMs) {
+  // unless `transports` names some); resolves once every one is connected (and has sent the
+  // user's [[setup]] events, when `traffic` is theirs), rejects with the refusal of the
+  // lowest-numbered connection that failed.
+  function connect(count, transports, timeoutMs, traffic) {
     const started = performance.now();
     state.transports = transports;
+    if (traffic) {
+      state.traffic = window.benchTraffic.create(traffic);
+      state.clickTraffic = window.benchTraffic.create(traffic);
+    }
     const all = [];
     for (let i = 0; i < count; i++) {
-      const socket = io(options(transports, i));
+      const socket = openSocket(transports, i);
+      if (state.traffic) state.traffic.watch(socket, i, (k) => state.onReply(k));
       state.sockets.push(socket);
       state.upgradeMs.push(null);
       socket.io.on("open", () => {
@@ -46,15 +57,18 @@
       });
       all.push(opened(socket, `connection ${i}`, timeoutMs));
     }
-    state.clicker = io(options(transports, "clicks"));
+    state.clicker = openSocket(transports, "clicks");
+    if (state.clickTraffic) state.clickTraffic.watch(state.clicker, CLICKS, (k) => state.onClick(k));
     all.push(opened(state.clicker, "the clicks' connection", timeoutMs));
     // every attempt settles (each has its timeout); the first failure in connection order
     // is the one reported, whichever happened to fail first
     return Promise.allSettled(all).then((results) => {
       const failed = results.find((r) => r.status === "rejected");
       if (failed) throw failed.reason;
-      return transportsNow();
-    });
+      if (!state.traffic) return null;
+      return Promise.all([...state.sockets.map((s) => state.traffic.setup(s, timeoutMs)),
+                          state.clickTraffic.setup(state.clicker, timeoutMs)]);
+    }).then(transportsNow);
   }
 
   function transportsNow() {
@@ -126,7 +140,7 @@
       m.used = k + 1;
       m.intended[k] = intended;
       m.sent[k] = performance.now();
-      const socket = io(options(state.transports, `attempt-${k}`));
+      const socket = openSocket(state.transports, `attempt-${k}`);
       let over = false;
       const settle = () => {  // the attempt's first ending counts, once
         if (over) return false;
@@ -167,7 +181,7 @@
   // Fan-out: every measured connection joins `room` (each join acked) and one more
   // connection, the sender's, is opened; resolves once all have, before the clock starts.
   function join(room, timeoutMs) {
-    state.sender = io(options(state.transports, "sender"));
+    state.sender = openSocket(state.transports, "sender");
     const joined = state.sockets.map((socket, i) => new Promise((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`member ${i} did not join ${room} in ${timeoutMs} ms`)), timeoutMs);
       socket.emit("join", { room }, () => { clearTimeout(timer); resolve(); });
@@ -243,7 +257,7 @@
     const finished = new Promise((resolve) => { finish = resolve; });
 
     function acked(k) {
-      if (m.received[k]) return;
+      if (k >= m.used || m.received[k]) return;
       m.received[k] = performance.now();
       outstanding--;
       out.textContent = `reply ${k}`;
@@ -257,8 +271,9 @@
       m.intended[k] = intended;
       m.sent[k] = performance.now();
       if (!socket.connected) { m.lost[k] = 1; return; }
-      m.ackId[k] = socket.ids;
       outstanding++;
+      if (state.traffic) { m.ackId[k] = state.traffic.send(socket, c, k, () => acked(k)); return; }
+      m.ackId[k] = socket.ids;
       socket.emit(plan.event, data, () => acked(k));
     }
 
@@ -275,12 +290,21 @@
         for (let c = 0; c < state.sockets.length; c++) next(c);
       });
 
-    // Done at the window's end plus the deadline, or earlier once nothing is outstanding.
+    state.onReply = acked;
+    // Done at the window's end plus the deadline, or earlier once nothing is outstanding;
+    // replies matched in order stay connected a while longer (three times the slowest reply,
+    // 250 ms to the deadline), so a reply in surplus still arrives and is counted.
     const settleMs = plan.deadlineMs;
+    let quietUntil = null;
     (function check() {
       const now = performance.now();
       const due = pumped.done() && now >= end;
-      if ((due && outstanding <= 0) || now >= end + settleMs) {
+      if (due && outstanding <= 0 && quietUntil === null) {
+        let slowest = 0;
+        for (let k = 0; k < m.used; k++) if (m.received[k]) slowest = Math.max(slowest, m.received[k] - m.intended[k]);
+        quietUntil = now + (state.traffic && state.traffic.inOrder ? Math.min(settleMs, Math.max(250, 3 * slowest)) : 0);
+      }
+      if ((quietUntil !== null && now >= quietUntil) || now >= end + settleMs) {
         requestAnimationFrame(() => requestAnimationFrame(() => finish()));  // last paints
       } else setTimeout(check, 20);
     })();
@@ -297,6 +321,7 @@
       alive: state.sockets.map((s) => s.connected),
       transports: transportsNow(),
       upgradeMs: state.upgradeMs,
+      replies: state.traffic ? state.traffic.report() : null,
     }));
   }
 
@@ -306,16 +331,21 @@
     const button = document.getElementById("act");
     const shown = document.getElementById("answer");
     const data = body(nbytes, false);
+    function answered(record) {
+      if (!record || record.acked) return;
+      record.acked = performance.now();
+      shown.textContent = `answer ${state.interactions.length}`;
+      requestAnimationFrame(() => { record.painted = performance.now(); });
+    }
+    state.onClick = (k) => answered(state.interactions[k]);
     button.addEventListener("click", (ev) => {
       const record = { at: ev.timeStamp, acked: 0, painted: 0 };
-      state.interactions.push(record);
+      const k = state.interactions.push(record) - 1;
       const socket = state.clicker;
       if (!socket || !socket.connected) return;
-      socket.emit(event, data, () => {
-        record.acked = performance.now();
-        shown.textContent = `answer ${state.interactions.length}`;
-        requestAnimationFrame(() => { record.painted = performance.now(); });
-      });
+      // the user's traffic: the click sends one of their messages, answered by its reply
+      if (state.clickTraffic) state.clickTraffic.send(socket, CLICKS, k, () => answered(record));
+      else socket.emit(event, data, () => answered(record));
     });
     state.observer = new PerformanceObserver((list) => keep(list.getEntries()));
     state.observer.observe({ type: "event", durationThreshold: EVENT_TIMING_THRESHOLD_MS, buffered: true });
