@@ -218,7 +218,7 @@ def at_connections(server, work, cpus, spin, quick, log):
 
 
 BROWSER_RATES, QUICK_BROWSER_RATES = (50, 100, 200, 400, 800, 1600), (50, 200, 800)
-BROWSER_CONNECTIONS, QUICK_BROWSER_CONNECTIONS = (10, 50, 100, 250), (10, 100)
+BROWSER_CONNECTIONS, QUICK_BROWSER_CONNECTIONS = (50, 100, 250), (50,)
 BROWSER_CONNECTIONS_RATE = 100.0
 
 
@@ -232,9 +232,10 @@ def browser_line(server, work, cpus, quick, lean, log):
                browser_floor_devtools_p50_us=floor["devtools_p50_us"],
                browser_floor_paint_p50_us=floor["paint_p50_us"],
                browser_floor_added_us=round(floor["p50_us"] - lean["floor_p50_us"], 1))
-    log(f"browser floor: p50 {floor['p50_us']} us to the ack callback ({out['browser_floor_added_us']} "
-        f"us over the lean client's), DevTools frames {floor['devtools_p50_us']} us, painted "
-        f"{floor['paint_p50_us']} us (closed loop, 1 connection)")
+    log(f"browser floor: p50 {floor['p50_us']} us to the ack callback "
+        f"({out['browser_floor_added_us']} us over the lean client's), DevTools frames "
+        f"{floor['devtools_p50_us']} us, painted {floor['paint_p50_us']} us (closed loop, "
+        "1 connection)")
 
     lag_floor = []  # the page's send-lag p99 at the lowest rate, once measured
 
@@ -243,29 +244,30 @@ def browser_line(server, work, cpus, quick, lean, log):
         return (r["achieved_rate"] >= 0.99 * rate and r["driver_cpu_pct"] < SATURATED_PCT
                 and r["send_lag_p99_us"] <= FLAT_FACTOR * max(lag_floor[0], LAG_LIMIT_US))
 
+    def page_step(rate, connections):
+        """One page step, measured once more when it fails (the lag p99 of a few hundred
+        sends moves with a single late one); the second verdict stands."""
+        r, passed, attempts = measured_twice(
+            lambda: measure(server, work, cpus, float(rate), connections, duration, False,
+                            client="browser"), lambda r: held(r, rate))
+        steps.append(dict(_browser_step(r, rate, connections, passed), attempts=attempts))
+        log(f"browser {rate:g}/s at {connections} connections: " + _said(steps[-1]))
+        return passed
+
     steps, best = [], None
     for rate in QUICK_BROWSER_RATES if quick else BROWSER_RATES:
-        r = measure(server, work, cpus, float(rate), RATE_CONNECTIONS, duration, False,
-                    client="browser")
-        steps.append(_browser_step(r, rate, RATE_CONNECTIONS, held(r, rate)))
-        log(f"browser {rate}/s at {RATE_CONNECTIONS} connections: " + _said(steps[-1]))
-        if not steps[-1]["passed"]:
+        if not page_step(rate, RATE_CONNECTIONS):
             break
         best = steps[-1]
     conns_best = None
     for n in QUICK_BROWSER_CONNECTIONS if quick else BROWSER_CONNECTIONS:
         try:
-            r = measure(server, work, cpus, BROWSER_CONNECTIONS_RATE, n, duration, False,
-                        client="browser")
+            if not page_step(BROWSER_CONNECTIONS_RATE, n):
+                break
         except DriverError as exc:  # the page could not open them all: that is the answer
             steps.append(dict(rate=BROWSER_CONNECTIONS_RATE, connections=n, passed=False,
                               failure=str(exc)[:200]))
             log(f"browser {n} connections: {exc}")
-            break
-        steps.append(_browser_step(r, BROWSER_CONNECTIONS_RATE, n,
-                                   held(r, BROWSER_CONNECTIONS_RATE)))
-        log(f"browser {n} connections at {BROWSER_CONNECTIONS_RATE:g}/s: " + _said(steps[-1]))
-        if not steps[-1]["passed"]:
             break
         conns_best = n
     out.update(browser_capacity_msg_s=best["achieved"] if best else 0.0,
@@ -276,6 +278,7 @@ def browser_line(server, work, cpus, quick, lean, log):
 
 
 def _browser_step(r, rate, connections, passed):
+    """One page step as ``browser_steps`` lists it."""
     return dict(rate=rate, connections=connections, achieved=r["achieved_rate"],
                 p50_us=r["p50_us"], p99_us=r["p99_us"], lag_p99_us=r["send_lag_p99_us"],
                 devtools_p50_us=r["devtools_p50_us"], browser_cpu_pct=r["driver_cpu_pct"],
@@ -283,6 +286,7 @@ def _browser_step(r, rate, connections, passed):
 
 
 def _said(step):
+    """One page step as the progress log says it."""
     return (f"achieved {step['achieved']:.0f}/s, p50 {step['p50_us']} us (DevTools "
             f"{step['devtools_p50_us']} us), page lag p99 {step['lag_p99_us']} us, browser CPU "
-            f"{step['browser_cpu_pct']:.0f} % -> {'ok' if step['passed'] else 'FAIL'}")
+            f"{step['browser_cpu_pct']:.0f} % -> {step['attempts']}")

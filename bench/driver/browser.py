@@ -346,9 +346,10 @@ async def run_job(job, read_t0):
                                  job.deadline * 1e3, page_traffic(job)])
         except Exception as exc:  # noqa: BLE001 - the page's own words, one line
             said = re.sub(r"^(Page\.evaluate: )?(Error: )?", "", str(exc).splitlines()[0])
-            raise SystemExit(f"browser: {said} (the page's origin is {origin}, the server's "
-                             "own address: a refusal there is its origin check, e.g. "
-                             "Flask-SocketIO's cors_allowed_origins)") from None
+            hint = (f" (the page's origin is {origin}, the server's own address: a refusal "
+                    "there is its origin check, e.g. Flask-SocketIO's cors_allowed_origins)"
+                    if " refused: " in said else "")
+            raise SystemExit(f"browser: {said}{hint}") from None
         await page.evaluate("([e, n]) => bench.interactive(e, n)", [job.event, int(job.payload)])
         plan = plan_for(job)
         await page.evaluate("plan => bench.load(plan)", plan)
