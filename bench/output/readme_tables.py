@@ -19,6 +19,7 @@ from bench.analysis import compare, reader
 from bench.output import findings, inpclaim
 from bench.output.formatting import ms_short
 from bench.output.plots import style
+from bench.plan.scenarios import MIXES
 from bench.output.results import atomic_write
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -83,8 +84,7 @@ def _state(row):
     said = [] if style.flag(row) == "ok" else [style.flag(row)]
     if str(row.get("noisy")) == "True":
         said.append("noisy")
-    marks = style.checks(row).strip()
-    return f" ({', '.join(said)}){' ' + marks if marks else ''}" if said or marks else ""
+    return (f" ({', '.join(said)})" if said else "") + style.checks(row)
 
 
 def sweep_table(run_dir):
@@ -102,9 +102,10 @@ def blocking_table(run_dir):
     rows = agg[agg["scenario"] == "blocking"]
     if not len(rows):
         raise FindingsError(f"{os.path.relpath(run_dir, ROOT)} has no blocking rows")
-    mixes = list(dict.fromkeys(rows["mix"]))
+    mixes = sorted(dict.fromkeys(rows["mix"]), key=lambda m: MIXES.index(m) if m in MIXES
+                   else len(MIXES))
     lines = []
-    for variant, group in rows.groupby("variant", sort=False):
+    for variant, group in rows.groupby("variant", sort=True):
         cells = []
         for mix in mixes:
             found = group[group["mix"] == mix]
@@ -112,7 +113,9 @@ def blocking_table(run_dir):
             cells.append("–" if r is None or not reader.has_data(r) else
                          f"{_ms(r['p50_us'], *compare.interval_of(r, 'p50')[:2])} / "
                          f"{_ms(r['p99_us'])}{_state(r)}")
-        lines.append([variant, *cells])
+        served = sorted({t for t in group["transport"] if isinstance(t, str) and t})
+        lines.append([variant + ("" if served in ([], ["websocket"]) else
+                                 f" ({'/'.join(served)})"), *cells])
     return _markdown(["variant", *(f"{mix}: echo p50 / p99 ms" for mix in mixes)], lines)
 
 
