@@ -19,6 +19,8 @@ is 40 ms); where interactions happened but none reached 16 ms, INP is 0. Interac
 painted is the click's event time to the next frame after the reply to the message the click
 emitted.
 """
+import collections
+
 import numpy as np
 
 from bench.analysis import stats
@@ -101,10 +103,11 @@ def negotiated(page):
     if page.get("kind") == "connect" and not transports:
         return "", "no attempt connected"
     if page.get("kind") == "connect":
-        how = (f"each attempt's Socket.IO connect completed over {final} "
-               f"({len(transports)} connected) and was closed then"
-               + (", before any WebSocket upgrade (socket.io-client starts on polling)"
-                  if final == "polling" and transports else ""))
+        counts = collections.Counter(transports)
+        how = ("each attempt was closed once its Socket.IO connect completed, over "
+               + " and ".join(f"{name} for {n}" for name, n in sorted(counts.items()))
+               + f" of {len(transports)} (socket.io-client starts on polling; the WebSocket "
+               "upgrade may finish before the connect)")
     elif upgrades and final == "websocket":
         how = (f"socket.io-client connected over polling and upgraded to WebSocket after "
                f"{np.median(upgrades):.0f} ms (median of {len(upgrades)} connections)")
