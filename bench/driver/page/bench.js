@@ -166,16 +166,9 @@
         finish();
       } else setTimeout(check, 20);
     })();
-    return finished.then(() => ({
-      used: m.used,
-      intended: Array.from(m.intended.subarray(0, m.used)),
-      sent: Array.from(m.sent.subarray(0, m.used)),
-      received: Array.from(m.received.subarray(0, m.used)),
-      opened: Array.from(m.opened.subarray(0, m.used)),
-      failedStage: Array.from(m.failedStage.subarray(0, m.used)),
-      transports: connectedOn,
-      upgradeMs: [],
-    }));
+    return finished.then(() => Object.assign(
+      used(m, ["intended", "sent", "received", "opened", "failedStage"]),
+      { transports: connectedOn, upgradeMs: [] }));
   }
 
   // Fan-out: every measured connection joins `room` (each join acked) and one more
@@ -230,6 +223,13 @@
       transports: transportsNow(),
       upgradeMs: state.upgradeMs,
     }));
+  }
+
+  // {used, name: the first `used` values of m[name] as a plain array, ...} for the driver.
+  function used(m, names) {
+    const out = { used: m.used };
+    for (const name of names) out[name] = Array.from(m[name].subarray(0, m.used));
+    return out;
   }
 
   // Load the step before its start time is known (the schedule may be large).
@@ -309,15 +309,8 @@
       } else setTimeout(check, 20);
     })();
 
-    return finished.then(() => ({
-      used: m.used,
-      conn: Array.from(m.conn.subarray(0, m.used)),
-      intended: Array.from(m.intended.subarray(0, m.used)),
-      sent: Array.from(m.sent.subarray(0, m.used)),
-      received: Array.from(m.received.subarray(0, m.used)),
-      painted: Array.from(m.painted.subarray(0, m.used)),
-      ackId: Array.from(m.ackId.subarray(0, m.used)),
-      lost: Array.from(m.lost.subarray(0, m.used)),
+    return finished.then(() => Object.assign(used(
+      m, ["conn", "intended", "sent", "received", "painted", "ackId", "lost"]), {
       alive: state.sockets.map((s) => s.connected),
       transports: transportsNow(),
       upgradeMs: state.upgradeMs,
