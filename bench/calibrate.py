@@ -49,7 +49,7 @@ def measure(server, work, cpus, rate, connections, duration, spin, workers=1, cl
                 load_point=f"{rate:g} msg/s" if rate else "floor", repeat=1, rate=rate,
                 connections=connections, warmup=0.5, duration=duration, payload=64,
                 deadline=5.0, client=client, transport="websocket")
-    job = for_step(step, [(server.host, server.port)], spin=spin and client == "lean",
+    job = for_step(step, [(server.host, server.port)], spin=spin,
                    cpus=cpus or (), source_addresses=limits.source_addresses(connections))
     sampler = Sampler("refserver", 0)
     sampler.watch("server", [server.pid])

@@ -283,13 +283,11 @@ def to_messages(job, got, frames, offset_ns):
     m.deadline_ns = int(job.deadline * 1e9)
     m.used = n
 
-    def mono(values):
-        return _on_monotonic(values, offset_ns)
-
     m.conn[:n] = np.asarray([job.conns[c] for c in got["conn"]], dtype=np.int32)
-    m.intended[:n], m.sent[:n] = mono(got["intended"]), mono(got["sent"])
-    m.extras["painted"][:n] = mono(got["painted"])
-    received = mono(got["received"])
+    m.intended[:n] = _on_monotonic(got["intended"], offset_ns)
+    m.sent[:n] = _on_monotonic(got["sent"], offset_ns)
+    m.extras["painted"][:n] = _on_monotonic(got["painted"], offset_ns)
+    received = _on_monotonic(got["received"], offset_ns)
     for k in range(n):
         local, ack = int(got["conn"][k]), int(got["ackId"][k])
         if got["lost"][k]:
@@ -314,6 +312,11 @@ def page_summary(got, interactions, offset_ns, isolated, kind):
                       for i in interactions["interactions"]],
         event_entries=interactions["entries"], interaction_count=interactions["interactionCount"],
         event_threshold_ms=interactions["threshold"])
+
+
+def page_said(exc):
+    """The first line of what the page threw, without Playwright's wrapping."""
+    return re.sub(r"^(Page\.evaluate: )?(Error: )?", "", str(exc).splitlines()[0])
 
 
 async def run_job(job, read_t0):
@@ -345,7 +348,7 @@ async def run_job(job, read_t0):
                                 [0 if job.kind == "connect" else len(job.conns), transports,
                                  job.deadline * 1e3, page_traffic(job)])
         except Exception as exc:  # noqa: BLE001 - the page's own words, one line
-            said = re.sub(r"^(Page\.evaluate: )?(Error: )?", "", str(exc).splitlines()[0])
+            said = page_said(exc)
             hint = (f" (the page's origin is {origin}, the server's own address: a refusal "
                     "there is its origin check, e.g. Flask-SocketIO's cors_allowed_origins)"
                     if " refused: " in said else "")
@@ -358,8 +361,7 @@ async def run_job(job, read_t0):
                 await page.evaluate("([room, ms]) => bench.join(room, ms)",
                                     [plan["room"], job.deadline * 1e3 + 10 * len(job.conns)])
             except Exception as exc:  # noqa: BLE001 - the page's own words, one line
-                raise SystemExit("browser: " + re.sub(r"^(Page\.evaluate: )?(Error: )?", "",
-                                                      str(exc).splitlines()[0])) from None
+                raise SystemExit(f"browser: {page_said(exc)}") from None
         offset_ns = await clock_offset(page)
         t0 = await read_t0()
         clicks = asyncio.ensure_future(click_at_rate(

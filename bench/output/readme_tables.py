@@ -17,7 +17,7 @@ import sys
 
 from bench.analysis import compare, reader
 from bench.output import findings, inpclaim
-from bench.output.formatting import ms_short
+from bench.output.formatting import ms_short, row_flags
 from bench.output.plots import style
 from bench.plan.scenarios import MIXES
 from bench.output.results import atomic_write
@@ -79,12 +79,10 @@ def _markdown(headers, rows):
 
 
 def _state(row):
-    """'' for a valid row, else ' (driver-bound)', ' (invalid)', with ' noisy' and the
-    self-checks it failed: what weakens the figure, beside it."""
-    said = [] if style.flag(row) == "ok" else [style.flag(row)]
-    if str(row.get("noisy")) == "True":
-        said.append("noisy")
-    return (f" ({', '.join(said)})" if said else "") + style.checks(row)
+    """What weakens a figure, beside it: ' (invalid, noisy, …)' from the report's own row
+    flags, then the self-checks it failed; '' for a clean row."""
+    marks = row_flags(row)
+    return (f" ({', '.join(marks)})" if marks else "") + style.checks(row)
 
 
 def sweep_table(run_dir):
