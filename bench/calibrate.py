@@ -188,7 +188,8 @@ def at_connections(server, work, cpus, spin, quick, log):
     """Floor and capacity with 10 and with 10,000 connections open (several driver processes,
     epoll, sources over 127.0.0.x): ``floor_N_p50_us`` / ``floor_N_p99_us`` at a low open-loop
     rate spread over every connection (1,200 samples), ``capacity_N_msg_s`` the highest of a
-    few rates that held (achieved ≥ 99 %, send-lag p99 ≤ 1 ms, p50 ≤ 2× that floor).
+    few rates that held (achieved ≥ 99 %, send-lag p99 ≤ 1 ms, p50 ≤ 2× that floor), and
+    ``driver_lag_N_RATE_us`` the driver's part of the p50 at each rate tried.
     ``--quick`` measures 10 and 1,000 connections."""
     out = {}
     for n in QUICK_SCALE_CONNECTIONS if quick else SCALE_CONNECTIONS:
@@ -207,9 +208,10 @@ def at_connections(server, work, cpus, spin, quick, log):
                         and r["p50_us"] <= FLAT_FACTOR * max(floor["p50_us"], 1.0))
             r, passed, attempts = measured_twice(
                 lambda: measure(server, work, cpus, float(rate), n, 1.5, poll, workers), judge)
+            out[f"driver_lag_{n}_{rate}_us"] = driver_part(r)
             log(f"{n} connections, {rate}/s: achieved {r['achieved_rate']:.0f}/s, p50 "
-                f"{r['p50_us']} us, lag p99 {r['send_lag_p99_us']} us, refserver CPU "
-                f"{r['server_cpu_pct']:.0f} % -> {attempts}")
+                f"{r['p50_us']} us, lag p99 {r['send_lag_p99_us']} us, driver part "
+                f"{driver_part(r)} us, refserver CPU {r['server_cpu_pct']:.0f} % -> {attempts}")
             if not passed:
                 break
             best = r["achieved_rate"]

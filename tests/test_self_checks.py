@@ -12,6 +12,7 @@ import math
 import os
 import re
 import signal
+import subprocess
 import sys
 import time
 
@@ -159,3 +160,26 @@ def test_poisson_arrivals_pass_quietly_and_fail_when_the_driver_is_stopped(bench
     row = frame[frame["repeat"] != "all"].iloc[0]
     assert not row["arrivals_ok"] and "arrivals:not_poisson" in codes(row), row.to_dict()
     assert row["arrivals_stat"] > 3.857
+
+
+@pytest.mark.slow
+def test_checkrates_counts_what_each_check_said_of_a_built_in_truth(tmp_path):
+    """``python -m bench.checkrates`` runs the real harness against a truth and tabulates it:
+    a server whose delay grows fails ``stationary`` in every step, and the CSV says so."""
+    import pandas as pd
+
+    r = subprocess.run([sys.executable, "-m", "bench.checkrates", "--truths", "drift",
+                        "--repeats", "2", "--out", str(tmp_path)], capture_output=True,
+                       text=True, timeout=240)
+    assert r.returncode == 0, r.stderr[-2000:]
+    [folder] = [p for p in tmp_path.iterdir() if p.name.endswith("-checkrates")]
+    table = pd.read_csv(folder / "checkrates.csv")
+    row = table[(table["truth"] == "drift") & (table["check"] == "stationary")].iloc[0]
+    assert row["steps"] == 2 and row["failed"] == 2 and row["expected"] == "fail", table
+
+
+def test_checkrates_refuses_an_unknown_truth_in_one_line(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "bench.checkrates", "--truths", "nope", "--out",
+                        str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "unknown truth nope" in r.stderr and "Traceback" not in r.stderr
+    assert not list(tmp_path.iterdir())  # nothing started, nothing written

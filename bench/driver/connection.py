@@ -7,6 +7,7 @@ loop's selector is instrumented (:class:`TimedSelector`): when the loop last wok
 wait is bounded by a deadline.
 """
 import asyncio
+import select
 import selectors
 import time
 
@@ -23,6 +24,8 @@ class TimedSelector:
 
     def __init__(self, inner):
         self.inner = inner
+        self.epoll_fd = inner.fileno() if isinstance(inner, selectors.EpollSelector) else -1
+        self.fine_timer = 0 <= self.epoll_fd < SELECT_LIMIT  # select() watches fds < 1024
         self.woke_ns = self.started_ns = mono()
         self.idle_ns = 0
         self.last_empty = False
@@ -32,6 +35,12 @@ class TimedSelector:
         entered = mono()
         if self.last_empty and timeout == 0:
             self.idle_ns += entered - self.woke_ns  # a spin turn that found nothing
+        if self.fine_timer and timeout is not None and timeout > 0:
+            # epoll_wait's timeout is whole milliseconds (a timer up to 1 ms late); the epoll
+            # descriptor itself is readable when an event is ready, and select() sleeps on it
+            # with a µs timer
+            select.select([self.epoll_fd], [], [], timeout)
+            timeout = 0
         events = self.inner.select(timeout)
         self.woke_ns = mono()
         self.idle_ns += self.woke_ns - entered
@@ -315,9 +324,10 @@ async def wait_for_replies(pending, until_ns, spin):
 
 
 def run_loop(coro, connections=1, spin=False):
-    """Run ``coro`` on an instrumented asyncio loop. select() keeps µs timer precision
-    (epoll's timeouts round to 1 ms) but cannot watch more than 1024 descriptors; a
-    spinning loop never sleeps on a timer, so it takes epoll, as do many connections."""
+    """Run ``coro`` on an instrumented asyncio loop. select() keeps µs timer precision but
+    cannot watch more than 1024 descriptors; epoll watches any number but its timeouts round
+    to 1 ms, so beyond that an epoll loop sleeps in select() on the epoll descriptor
+    (:class:`TimedSelector`). A spinning loop never sleeps on a timer and takes epoll."""
     global SELECTOR
     inner = selectors.EpollSelector() if spin or connections > SELECT_LIMIT \
         else selectors.SelectSelector()

@@ -11,12 +11,15 @@ so the prose around it can be argued with but the figures cannot drift from thei
 test suite runs it). Every renderer reads the run through ``bench.analysis.reader`` and writes
 numbers the way the report does (``bench.output.formatting``).
 """
+import json
 import os
 import re
 import sys
 
+import pandas as pd
+
 from bench.analysis import compare, reader
-from bench.output import findings, inpclaim
+from bench.output import capacity_chart, findings, inpclaim
 from bench.output.formatting import ms_short, row_flags
 from bench.output.plots import style
 from bench.plan.scenarios import MIXES
@@ -117,10 +120,140 @@ def blocking_table(run_dir):
     return _markdown(["variant", *(f"{mix}: echo p50 / p99 ms" for mix in mixes)], lines)
 
 
+def _cell(row):
+    """'p50 [interval] / p99' ms with the row's flags, '–' when the row measured nothing."""
+    if row is None or not reader.has_data(row):
+        return "–"
+    return (f"{_ms(row['p50_us'], *compare.interval_of(row, 'p50')[:2])} / "
+            f"{_ms(row['p99_us'])}{_state(row)}")
+
+
+def modes_table(run_dir):
+    """The development matrix (``make bench``): echo and rate per variant, fastest echo first,
+    with the transport it served over."""
+    agg = reader.read(run_dir).aggregates
+    scenarios = [s for s in ("echo", "rate") if (agg["scenario"] == s).any()]
+    if not scenarios:
+        raise FindingsError(f"{os.path.relpath(run_dir, ROOT)} has no echo or rate rows")
+    labels = {s: f"{s} {agg[agg['scenario'] == s]['load_point'].iloc[0]}" for s in scenarios}
+
+    def speed(variant):
+        echo = agg[(agg["variant"] == variant) & (agg["scenario"] == scenarios[0])]
+        p50 = echo["p50_us"].iloc[0] if len(echo) and reader.has_data(echo.iloc[0]) else None
+        return (p50 is None, p50 or 0.0, variant)
+
+    lines = []
+    for variant in sorted(dict.fromkeys(agg["variant"]), key=speed):
+        rows = agg[agg["variant"] == variant]
+        served = sorted({t for t in rows["transport"] if isinstance(t, str) and t})
+        cells = []
+        for s in scenarios:
+            found = rows[rows["scenario"] == s]
+            cells.append(_cell(found.iloc[0] if len(found) else None))
+        lines.append([variant, "/".join(served) or "none", *cells])
+    return _markdown(["variant", "transport", *(f"{labels[s]}: p50 [95 %] / p99 ms"
+                                                for s in scenarios)], lines)
+
+
+def capacity_table(run_dir):
+    """How many clients each variant held: per variant, the walk's top step, what stopped it,
+    the knee, the server's memory per 1,000 clients and its idle CPU (from capacity.csv)."""
+    frame = capacity_chart.read(run_dir)
+    if frame is None:
+        raise FindingsError(f"{os.path.relpath(run_dir, ROOT)} has no capacity rows")
+    lines = []
+    for variant, walk in frame.groupby("variant", sort=True):
+        walk = walk.sort_values("connections")
+        last, first = walk.iloc[-1], walk.iloc[0]
+        grown = last["connections"] > first["connections"]
+        mb_per_1000 = ((last["server_rss_mb"] - first["server_rss_mb"]) * 1000
+                       / (last["held"] - first["held"])) if grown and last["held"] > first["held"] \
+            else float("nan")
+        stopped = str(last["step_reason"]) if isinstance(last["step_reason"], str) and \
+            last["step_reason"] else "nothing: every step held"
+        knee = int(last["knee_connections"]) if last["knee_connections"] > 0 else "none"
+        lines.append([variant, f"{int(last['held']):,} of {int(last['connections']):,}", stopped,
+                      f"{knee:,}" if isinstance(knee, int) else knee,
+                      f"{mb_per_1000:.0f} ({first['server_rss_mb']:.0f} → "
+                      f"{last['server_rss_mb']:.0f} MB)" if mb_per_1000 == mb_per_1000 else "–",
+                      f"{first['server_cpu_pct']:.0f} % at {int(first['connections']):,}, "
+                      f"{last['server_cpu_pct']:.0f} % at {int(last['connections']):,}",
+                      f"{ms_short(walk['probe_p50_us'].min())}–"
+                      f"{ms_short(walk['probe_p50_us'].max())} / "
+                      f"{ms_short(last['probe_p99_us'])}"])
+    return _markdown(["variant", "held at the top step", "what stopped it",
+                      "knee (probe p99 within the SLO)", "server MB per 1,000 clients",
+                      "idle server CPU", "probe p50 range / p99 at the top step, ms"], lines)
+
+
+CALIBRATE_ROWS = [
+    ("closed-loop floor p50 / p99 (1 connection)", "floor_p50_us", "floor_p99_us", "µs"),
+    ("floor p50 / p99 at 400 msg/s over 10 connections", "floor_10_p50_us", "floor_10_p99_us",
+     "µs"),
+    ("floor p50 / p99 at 400 msg/s over 10,000 connections", "floor_10000_p50_us",
+     "floor_10000_p99_us", "µs"),
+    ("driver processes at 10 / 10,000 connections", "driver_processes_10",
+     "driver_processes_10000", ""),
+    ("open-loop capacity, one driver process / at 10 / at 10,000 connections", None, None,
+     "msg/s"),
+    ("p50 at 100 / 800 msg/s (10 connections)", "p50_100_us", "p50_800_us", "µs"),
+    ("the driver's part of that p50 (send lag + receive wait) at 100 / 800 msg/s",
+     "driver_lag_100_us", "driver_lag_800_us", "µs"),
+    ("the driver's part at 2,000 / 20,000 msg/s over 10 connections", "driver_lag_10_2000_us",
+     "driver_lag_10_20000_us", "µs"),
+    ("the driver's part at 2,000 / 20,000 msg/s over 10,000 connections",
+     "driver_lag_10000_2000_us", "driver_lag_10000_20000_us", "µs"),
+    ("browser: floor p50 / added over the lean client", "browser_floor_p50_us",
+     "browser_floor_added_us", "µs"),
+]
+
+
+def calibrate_table(run_dir):
+    """The driver's own limits, from ``calibrate --json`` saved as ``calibrate.json``."""
+    path = os.path.join(run_dir, "calibrate.json")
+    if not os.path.isfile(path):
+        raise FindingsError(f"{os.path.relpath(path, ROOT)} is not there (save "
+                            f"`python -m bench calibrate --json` into it)")
+    with open(path, encoding="utf-8") as f:
+        out = json.load(f)
+    number = lambda v: "–" if v is None else f"{v:,.0f}" if v >= 100 or float(v).is_integer() \
+        else f"{v:,.1f}"  # noqa: E731
+    lines = []
+    for label, first, second, unit in CALIBRATE_ROWS:
+        if first is None:
+            text = " / ".join(number(out.get(k)) for k in (
+                "capacity_msg_s", "capacity_10_msg_s", "capacity_10000_msg_s"))
+        else:
+            text = f"{number(out.get(first))} / {number(out.get(second))}"
+        lines.append([label, f"{text} {unit}".strip()])
+    return _markdown(["calibrate --json", "value"], lines)
+
+
+def checkrates_table(run_dir):
+    """How often each self-check fired against servers with a built-in truth
+    (``python -m bench.checkrates``): steps, failures, and what the truth expects."""
+    path = os.path.join(run_dir, "checkrates.csv")
+    if not os.path.isfile(path):
+        raise FindingsError(f"{os.path.relpath(path, ROOT)} is not there "
+                            f"(`python -m bench.checkrates` writes it)")
+    lines = []
+    for r in pd.read_csv(path).itertuples():
+        meaning = {"pass": "false positives", "fail": "detections",
+                   "reported": "no promise either way"}[r.expected]
+        lines.append([r.truth, f"`{r.check}`", f"should {r.expected}" if r.expected != "reported"
+                      else "–", f"failed in {r.failed} of {r.steps} steps "
+                      f"({100 * r.failed / r.steps:.0f} %): {meaning}"])
+    return _markdown(["server (truth)", "check", "expected", "measured"], lines)
+
+
 REFERENCE = os.path.join("results", "reference")
 RENDERERS = {"browser": (os.path.join(REFERENCE, "browser"), browser_table),
              "sweep": (os.path.join(REFERENCE, "sweep"), sweep_table),
-             "blocking": (os.path.join(REFERENCE, "blocking"), blocking_table)}
+             "blocking": (os.path.join(REFERENCE, "blocking"), blocking_table),
+             "modes": (REFERENCE, modes_table),
+             "capacity": (os.path.join(REFERENCE, "capacity"), capacity_table),
+             "calibrate": (os.path.join(REFERENCE, "calibrate"), calibrate_table),
+             "checkrates": (os.path.join(REFERENCE, "checkrates"), checkrates_table)}
 
 
 def render(name):
@@ -130,7 +263,7 @@ def render(name):
                             f"(known: {', '.join(RENDERERS)})")
     run, renderer = RENDERERS[name]
     path = os.path.join(ROOT, run)
-    if not os.path.exists(os.path.join(path, "summary.csv")):
+    if not os.path.isdir(path):
         raise FindingsError(f"README section {name!r}: its run {run} is not there")
     return renderer(path)
 
