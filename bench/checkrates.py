@@ -1,7 +1,7 @@
 """How often each self-check is wrong: repeated steps against servers whose truth is built in.
 
 ``python -m bench.checkrates [--repeats N] [--truths steady,lognormal,drift,stall,stopped]
-[--out DIR]``
+[--out DIR | --tabulate DIR]``
 
 Each truth is a ``bench.driver.refserver`` with a known behaviour, measured by the real
 harness (``python -m bench run --target``, server on the server core, driver on the other),
@@ -12,14 +12,18 @@ one step per repeat at 400 msg/s over 10 connections:
 * ``lognormal``: delays log-normal (median 5 ms, sigma 0.5), Poisson arrivals. Every check
   should pass, and the per-step p99 interval should cover the true p99 (16.0 ms plus the
   loopback floor, at most ``FLOOR_MAX_US``).
-* ``drift``: 1 ms growing by 0.5 ms a second. ``stationary`` should fail (its detection rate).
+* ``drift``: 1 ms growing by 0.5 ms a second from the server's first request, a new server
+  for every step. ``stationary`` should fail (its detection rate).
 * ``stall``: 1 ms, and the server stops for 50 ms once a second: what ``independent`` and
   ``stationary`` make of a periodic stall (reported, not a truth either check promises).
 * ``stopped``: Poisson arrivals while the driver is stopped for 0.3 s mid-window (SIGSTOP):
   ``arrivals_ok`` should fail.
 
-Writes ``checkrates.csv`` (truth, check, steps, failed, rate, expected) beside one run folder
-per truth, and prints the table. Every process is stopped in ``finally``; exit 2 on bad input.
+Writes ``checkrates.csv`` (truth, check, steps, noisy_left_out, failed, rate, expected) beside
+one run folder per truth, and prints the table. A step the harness flagged ``noisy`` (another
+process used the machine) is left out of the rates and counted. ``--tabulate DIR`` measures
+nothing and writes the table again from DIR's run folders. Every process is stopped in
+``finally``; exit 2 on bad input.
 """
 import argparse
 import math
@@ -28,6 +32,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 
 import pandas as pd
 import psutil
@@ -44,12 +49,17 @@ STEP_S, WARMUP_S = 4, 1
 STOP_AT_S, STOP_FOR_S = 2.5, 0.3  # the driver's pause, after its start (inside the window)
 
 
+@dataclass(frozen=True)
 class Truth:
-    """A reference server's flags, the run's extra options, and what each check should say."""
-
-    def __init__(self, name, server_flags, run_flags, expected, stop_driver=False):
-        self.name, self.server_flags, self.run_flags = name, server_flags, run_flags
-        self.expected, self.stop_driver = expected, stop_driver
+    """A reference server's flags, the run's extra options, and what each check should say
+    (True: pass, False: fail, None: no promise). ``per_step``: a new server and bench run
+    for every step; ``stop_driver``: the driver is paused once in each step."""
+    name: str
+    server_flags: list
+    run_flags: list
+    expected: dict
+    per_step: bool = False
+    stop_driver: bool = False
 
 
 TRUTHS = {t.name: t for t in [
@@ -57,11 +67,11 @@ TRUTHS = {t.name: t for t in [
     Truth("lognormal", ["--delay-lognormal", "5000,0.5"], ["--arrivals", "poisson"],
           dict(dict.fromkeys(CHECKS, True), p99_interval_covers=True)),
     Truth("drift", ["--delay-us", 1000, "--drift-us-per-s", 500], [],
-          dict(stationary=False)),
+          dict(stationary=False), per_step=True),
     Truth("stall", ["--delay-us", 1000, "--stall-every-s", 1, "--stall-ms", 50], [],
           dict(independent=None, stationary=None)),
     Truth("stopped", ["--delay-us", 200], ["--arrivals", "poisson"], dict(arrivals_ok=False),
-          stop_driver=True),
+          per_step=True, stop_driver=True),
 ]}
 
 
@@ -97,38 +107,50 @@ def _stop_drivers_once(proc, deadline):
 
 
 def measure(truth, repeats, out):
-    """The per-step rows of ``repeats`` steps against ``truth``'s server (a frame)."""
-    server_cpus, _ = machine.cpu_layout(True)
+    """The per-step rows of ``repeats`` steps against ``truth``'s server (a frame). A truth
+    that is per step (a drift counted from the server's first request, a driver paused once)
+    gets a fresh server and bench run for every step; the others one of each."""
     folder = os.path.join(out, truth.name)
     os.makedirs(folder, exist_ok=True)
+    for count in [1] * repeats if truth.per_step else [repeats]:
+        _run(truth, folder, count)
+    return read_rows(folder)
+
+
+def _run(truth, folder, count):
+    """``count`` steps of one bench run against a new server with ``truth``'s behaviour."""
+    server_cpus, _ = machine.cpu_layout(True)
     argv = lambda port: [sys.executable, "-m", "bench.driver.refserver", str(port),  # noqa: E731
                          *map(str, truth.server_flags)]
     with processes.serving(argv, os.path.join(folder, "refserver.log"), ready_timeout=30,
                            cpus=server_cpus) as server:
         url = f"http://{server.host}:{server.port}"
-        # the stopped truth pauses one step's driver at a time: one step per bench run
-        runs = [1] * repeats if truth.stop_driver else [repeats]
-        for count in runs:
-            proc = subprocess.Popen(_bench_argv(url, folder, count, truth.run_flags),
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                    start_new_session=True)
-            processes.LIVE_GROUPS.add(proc.pid)
-            try:
-                if truth.stop_driver:
-                    _stop_drivers_once(proc, time.monotonic() + 60)
-                _, err = proc.communicate(timeout=120 + 10 * count * (STEP_S + WARMUP_S))
-                if proc.returncode != 0:
-                    raise RuntimeError(f"{truth.name}: bench run exited {proc.returncode}: "
-                                       f"{err.decode(errors='replace').strip()[-300:]}")
-            finally:
-                processes.kill_group(proc)
+        log = os.path.join(folder, "bench-run.log")
+        offset = os.path.getsize(log) if os.path.exists(log) else 0
+        proc = processes.spawn(_bench_argv(url, folder, count, truth.run_flags), log)
+        try:
+            if truth.stop_driver:
+                _stop_drivers_once(proc, time.monotonic() + 60)
+            proc.wait(timeout=120 + 10 * count * (STEP_S + WARMUP_S))
+            if proc.returncode != 0:
+                raise RuntimeError(f"{truth.name}: bench run exited {proc.returncode}: "
+                                   f"{processes.stderr_note(log, offset)}")
+        finally:
+            processes.kill_group(proc)
+
+
+def read_rows(folder):
+    """The per-step rows of every run folder under ``folder`` (a frame)."""
     frames = [reader.read(os.path.join(folder, d)).repeats for d in sorted(os.listdir(folder))
               if os.path.isfile(os.path.join(folder, d, "summary.csv"))]
     return pd.concat(frames, ignore_index=True)
 
 
 def rates(truth, rows):
-    """Per check: steps, how many failed, the failure rate, and what the truth expects."""
+    """Per check: steps, how many failed, the failure rate, and what the truth expects. A step
+    flagged ``noisy`` (something else used the machine) is left out and counted apart."""
+    noisy = int(rows["noisy"].sum())
+    rows = rows[~rows["noisy"]]
     out = []
     for check, expected in truth.expected.items():
         if check == "p99_interval_covers":
@@ -137,7 +159,8 @@ def rates(truth, rows):
         else:
             values = rows[check].astype(bool)
         failed = int((~values).sum())
-        out.append(dict(truth=truth.name, check=check, steps=len(rows), failed=failed,
+        out.append(dict(truth=truth.name, check=check, steps=len(rows), noisy_left_out=noisy,
+                        failed=failed,
                         rate=round(failed / len(rows), 3) if len(rows) else float("nan"),
                         expected="pass" if expected else "fail" if expected is False
                         else "reported"))
@@ -152,7 +175,11 @@ def parse(argv):
     p.add_argument("--truths", default=",".join(TRUTHS),
                    help=f"comma-separated, of {', '.join(TRUTHS)}")
     p.add_argument("--out", default=None, help="parent folder (default results/)")
+    p.add_argument("--tabulate", metavar="DIR",
+                   help="measure nothing: rewrite DIR/checkrates.csv from its run folders")
     args = p.parse_args(argv)
+    if args.tabulate and not os.path.isdir(args.tabulate):
+        p.error(f"--tabulate {args.tabulate}: no such folder")
     names = [n for n in args.truths.split(",") if n]
     unknown = [n for n in names if n not in TRUTHS]
     if unknown or not names:
@@ -166,11 +193,16 @@ def parse(argv):
 def main(argv=None):
     """Measure each truth, write checkrates.csv, print it; exit 0, or 1 when a run failed."""
     args = parse(sys.argv[1:] if argv is None else argv)
-    out = os.path.join(args.out or results_dir(), time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-checkrates")
-    os.makedirs(out)
+    out = args.tabulate or os.path.join(args.out or results_dir(), time.strftime(
+        "%Y%m%dT%H%M%SZ", time.gmtime()) + "-checkrates")
+    os.makedirs(out, exist_ok=bool(args.tabulate))
     table = []
     try:
         for truth in args.truths:
+            if args.tabulate:
+                if os.path.isdir(os.path.join(out, truth.name)):
+                    table += rates(truth, read_rows(os.path.join(out, truth.name)))
+                continue
             table += rates(truth, measure(truth, args.repeats, out))
     except (RuntimeError, processes.NotReady, subprocess.TimeoutExpired) as exc:
         print(f"checkrates: {exc}", file=sys.stderr)

@@ -27,7 +27,7 @@ class Workers:
         self.procs, self.job = [], job
         self.log_path = os.path.join(workdir, "capacity-driver.log")
         self.offset = os.path.getsize(self.log_path) if os.path.exists(self.log_path) else 0
-        n = limits.driver_processes(job.connections)
+        n = limits.driver_processes(job.connections, limits.HELD_PER_PROCESS)
         try:
             for w in range(min(n, job.connections)):
                 path = os.path.join(workdir, f"capacity-{w}.json")

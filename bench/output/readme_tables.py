@@ -165,6 +165,7 @@ def capacity_table(run_dir):
     for variant, walk in frame.groupby("variant", sort=True):
         walk = walk.sort_values("connections")
         last, first = walk.iloc[-1], walk.iloc[0]
+        held = walk[walk["step_ok"].astype(str) == "True"]
         grown = last["connections"] > first["connections"]
         mb_per_1000 = ((last["server_rss_mb"] - first["server_rss_mb"]) * 1000
                        / (last["held"] - first["held"])) if grown and last["held"] > first["held"] \
@@ -178,12 +179,13 @@ def capacity_table(run_dir):
                       f"{last['server_rss_mb']:.0f} MB)" if mb_per_1000 == mb_per_1000 else "–",
                       f"{first['server_cpu_pct']:.0f} % at {int(first['connections']):,}, "
                       f"{last['server_cpu_pct']:.0f} % at {int(last['connections']):,}",
-                      f"{ms_short(walk['probe_p50_us'].min())}–"
-                      f"{ms_short(walk['probe_p50_us'].max())} / "
-                      f"{ms_short(last['probe_p99_us'])}"])
+                      f"{ms_short(held['probe_p50_us'].min())}–"
+                      f"{ms_short(held['probe_p50_us'].max())}" if len(held) else "–",
+                      ms_short(last["probe_p99_us"])])
     return _markdown(["variant", "held at the top step", "what stopped it",
                       "knee (probe p99 within the SLO)", "server MB per 1,000 clients",
-                      "idle server CPU", "probe p50 range / p99 at the top step, ms"], lines)
+                      "server CPU, clients idle", "probe p50 over the steps that held, ms",
+                      "probe p99 at the top step, ms"], lines)
 
 
 CALIBRATE_ROWS = [
@@ -242,7 +244,9 @@ def checkrates_table(run_dir):
                    "reported": "no promise either way"}[r.expected]
         lines.append([r.truth, f"`{r.check}`", f"should {r.expected}" if r.expected != "reported"
                       else "–", f"failed in {r.failed} of {r.steps} steps "
-                      f"({100 * r.failed / r.steps:.0f} %): {meaning}"])
+                      f"({100 * r.failed / r.steps:.0f} %): {meaning}"
+                      + (f" ({r.noisy_left_out} noisy steps left out)" if r.noisy_left_out
+                         else "")])
     return _markdown(["server (truth)", "check", "expected", "measured"], lines)
 
 

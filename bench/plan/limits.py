@@ -14,8 +14,11 @@ from bench.machine import nofile_hard_limit
 FD_MARGIN = 256                 # listening sockets, logs, pipes, the interpreter's own files
 PER_CONNECTION_KB = 150
 SOURCE_ADDRESSES = 8            # clients bind to 127.0.0.1 … 127.0.0.8 before connecting
-PER_DRIVER_PROCESS = 10_000     # connections per driver process: one spinning process on its
-#                               own core holds 10,000 at a 20,000 msg/s open loop (calibrate)
+PER_DRIVER_PROCESS = 10_000     # load connections per driver process: one spinning process on
+#                               its own core holds 10,000 at a 20,000 msg/s open loop (calibrate)
+HELD_PER_PROCESS = 2500         # held clients (capacity, reconnect, churn) per process: each
+#                               keeps its own handshakes in flight, so more processes walk a
+#                               server that stalls connects sooner
 
 
 def ephemeral_ports():
@@ -64,19 +67,19 @@ def source_addresses(connections):
     return tuple(f"127.0.0.{k}" for k in range(1, SOURCE_ADDRESSES + 1))
 
 
-def per_driver_process():
-    """Connections per driver process; ``BENCH_PER_DRIVER_PROCESS`` overrides it (tests
-    spread a few hundred connections over several processes with it)."""
+def per_driver_process(default=PER_DRIVER_PROCESS):
+    """Connections per driver process (``default``); ``BENCH_PER_DRIVER_PROCESS`` overrides
+    it (tests spread a few hundred connections over several processes with it)."""
     try:
-        value = int(os.environ.get("BENCH_PER_DRIVER_PROCESS", PER_DRIVER_PROCESS))
+        value = int(os.environ.get("BENCH_PER_DRIVER_PROCESS", default))
     except ValueError:
-        return PER_DRIVER_PROCESS
-    return value if value > 0 else PER_DRIVER_PROCESS
+        return default
+    return value if value > 0 else default
 
 
-def driver_processes(connections):
+def driver_processes(connections, per_process=PER_DRIVER_PROCESS):
     """Driver processes for ``connections``: each holds at most per_driver_process()."""
-    return max(1, -(-int(connections) // per_driver_process()))
+    return max(1, -(-int(connections) // per_driver_process(per_process)))
 
 
 def check(name, value):
