@@ -58,7 +58,9 @@ def test_capacity_levels_rise_to_the_maximum():
 def test_driver_processes_split_connections(monkeypatch):
     monkeypatch.delenv("BENCH_PER_DRIVER_PROCESS", raising=False)
     assert limits.driver_processes(10) == 1
-    assert limits.driver_processes(10_000) == 4
+    assert limits.driver_processes(10_000) == 1     # one busy-polling load process holds them
+    assert limits.driver_processes(10_001) == 2
+    assert limits.driver_processes(10_000, limits.HELD_PER_PROCESS) == 4  # held clients
     assert limits.source_addresses(10) == ()
     assert len(set(limits.source_addresses(10_000))) == limits.SOURCE_ADDRESSES
 

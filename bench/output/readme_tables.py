@@ -129,8 +129,8 @@ def _cell(row):
 
 
 def modes_table(run_dir):
-    """The development matrix (``make bench``): echo and rate per variant, fastest echo first,
-    with the transport it served over."""
+    """An echo-and-rate matrix (``make bench``'s development group, or the production group):
+    echo and rate per variant, fastest echo first, with the transport it served over."""
     agg = reader.read(run_dir).aggregates
     scenarios = [s for s in ("echo", "rate") if (agg["scenario"] == s).any()]
     if not scenarios:
@@ -255,6 +255,7 @@ RENDERERS = {"browser": (os.path.join(REFERENCE, "browser"), browser_table),
              "sweep": (os.path.join(REFERENCE, "sweep"), sweep_table),
              "blocking": (os.path.join(REFERENCE, "blocking"), blocking_table),
              "modes": (REFERENCE, modes_table),
+             "production": (os.path.join(REFERENCE, "production"), modes_table),
              "capacity": (os.path.join(REFERENCE, "capacity"), capacity_table),
              "calibrate": (os.path.join(REFERENCE, "calibrate"), calibrate_table),
              "checkrates": (os.path.join(REFERENCE, "checkrates"), checkrates_table)}
@@ -298,7 +299,7 @@ def main(argv=None):
     paths = [a for a in args if a != "--check"]
     try:
         changed = rewrite(paths[0] if paths else README, check=check)
-    except (FindingsError, OSError) as exc:
+    except (FindingsError, OSError, ValueError) as exc:  # ValueError: a broken JSON or CSV
         print(f"findings: {exc}", file=sys.stderr)
         return 2
     for name in changed:
