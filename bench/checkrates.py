@@ -93,17 +93,13 @@ def _stop_drivers_once(proc, deadline):
             return
         time.sleep(0.02)
     time.sleep(STOP_AT_S)
-    for d in drivers:
-        try:
-            d.send_signal(signal.SIGSTOP)
-        except psutil.Error:
-            pass
-    time.sleep(STOP_FOR_S)
-    for d in drivers:
-        try:
-            d.send_signal(signal.SIGCONT)
-        except psutil.Error:
-            pass
+    for signum, then in ((signal.SIGSTOP, STOP_FOR_S), (signal.SIGCONT, 0)):
+        for d in drivers:
+            try:
+                d.send_signal(signum)
+            except psutil.Error:
+                pass
+        time.sleep(then)
 
 
 def measure(truth, repeats, out):
