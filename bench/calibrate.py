@@ -185,8 +185,8 @@ QUICK_SCALE_CONNECTIONS = (10, 1000)
 
 
 def at_connections(server, work, cpus, spin, quick, log):
-    """Floor and capacity with 10 and with 10,000 connections open (several driver processes,
-    epoll, sources over 127.0.0.x): ``floor_N_p50_us`` / ``floor_N_p99_us`` at a low open-loop
+    """Floor and capacity with 10 and with 10,000 connections open (driver processes of up to
+    ``limits.PER_DRIVER_PROCESS`` connections, epoll beyond 900, sources over 127.0.0.x): ``floor_N_p50_us`` / ``floor_N_p99_us`` at a low open-loop
     rate spread over every connection (1,200 samples), ``capacity_N_msg_s`` the highest of a
     few rates that held (achieved ≥ 99 %, send-lag p99 ≤ 1 ms, p50 ≤ 2× that floor), and
     ``driver_lag_N_RATE_us`` the driver's part of the p50 at each rate tried.

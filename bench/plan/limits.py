@@ -78,7 +78,8 @@ def per_driver_process(default=PER_DRIVER_PROCESS):
 
 
 def driver_processes(connections, per_process=PER_DRIVER_PROCESS):
-    """Driver processes for ``connections``: each holds at most per_driver_process()."""
+    """Driver processes for ``connections``: each holds at most ``per_process`` (load
+    connections by default, ``HELD_PER_PROCESS`` for held clients) or the test override."""
     return max(1, -(-int(connections) // per_driver_process(per_process)))
 
 
