@@ -118,3 +118,19 @@ def test_a_step_change_is_found_where_it_is_and_noise_is_not():
     stalled[1000] += 3_000_000
     assert onsets.cause(found, gc.iloc[1:], intended, stalled) == \
         "driver stall (send lag 3.0 ms)"
+
+
+def test_a_blocked_loop_stamped_one_heartbeat_late_is_still_the_cause():
+    """The server stamps a block when its 5 ms heartbeat was due, up to one beat after the
+    block began, so the first slow message may precede the stamp by more than AFTER_NS."""
+    at_ns = 10**12
+    found = onsets.Onset(at_ns, 2.0, 1000.0, 80_000.0, 1e-60)
+    events = pd.DataFrame({"t_ns": [at_ns + 5_000_000, at_ns + 9_000_000, at_ns + 12_000_000],
+                           "kind": ["sampler", "blocked", "blocked"],
+                           "duration_ns": [800_000, 80_000_000, 90_000_000],
+                           "detail": ["", "loop=gevent pid=1", "loop=gevent pid=1"]})
+    intended = np.array([at_ns], dtype=np.int64)
+    assert onsets.cause(found, events.iloc[:2], intended, intended + 20_000) == \
+        "blocked server loop (gevent, 80.0 ms, 9 ms after the onset)"
+    assert onsets.cause(found, events.iloc[[0, 2]], intended, intended + 20_000) == \
+        "harness sampler tick (0.8 ms, 5 ms after the onset)"

@@ -13,7 +13,8 @@ each side at least ``MIN_SIDE`` of the messages. A steady step then gives no ons
 change point is then placed where the two regimes part (:func:`refined`).
 
 The cause is the event that overlaps the window from ``BEFORE_NS`` before the onset to
-``AFTER_NS`` after it and lasted at least as long as a typical round trip before the change
+``AFTER_NS`` after it (a blocked loop: ``AFTER_NS + BEAT_NS``, since the server stamps it
+when its heartbeat was due, up to one beat after the block began) and lasted at least as long as a typical round trip before the change
 (no shorter than ``MIN_PAUSE_NS``): a server GC pause, else a blocked server loop, else a
 driver stall (a message's send lag above that bound), else a harness sampler tick; else
 ``none found``. Pure functions over arrays and the events table.
@@ -29,6 +30,7 @@ TAIL_Q = 75          # the upper quartile: a regime of some connections, not a b
 MIN_SIDE = 0.05
 MIN_COUNT = 50          # fewer messages than this: no test
 BEFORE_NS, AFTER_NS = 50_000_000, 5_000_000
+BEAT_NS = 5_000_000     # the server's heartbeat period (servers/events.py BEAT_S)
 MIN_PAUSE_NS = 500_000
 NONE = "none found"
 
@@ -131,7 +133,7 @@ def cause(onset, events, intended_ns, sent_ns, server_events=True):
         top = gc.iloc[0]
         return (f"server GC pause (generation {_detail(top, 'generation')}, "
                 f"{top['duration_ns'] / 1e6:.1f} ms, {when(top['t_ns'])})")
-    blocked = _overlapping(events, "blocked", lo, hi, bound)
+    blocked = _overlapping(events, "blocked", lo, hi + BEAT_NS, bound)
     if blocked is not None and len(blocked):
         top = blocked.iloc[0]
         return (f"blocked server loop ({_detail(top, 'loop')}, "
