@@ -124,7 +124,7 @@ def test_a_blocked_loop_stamped_one_heartbeat_late_is_still_the_cause():
     """The server stamps a block when its 5 ms heartbeat was due, up to one beat after the
     block began, so the first slow message may precede the stamp by more than AFTER_NS."""
     at_ns = 10**12
-    found = onsets.Onset(at_ns, 2.0, 1000.0, 80_000.0, 1e-60)
+    found = onsets.Onset(at_ns, 2.0, 500.0, 80_000.0, 1e-60)
     events = pd.DataFrame({"t_ns": [at_ns + 5_000_000, at_ns + 9_000_000, at_ns + 12_000_000],
                            "kind": ["sampler", "blocked", "blocked"],
                            "duration_ns": [800_000, 80_000_000, 90_000_000],
