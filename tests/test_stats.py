@@ -228,3 +228,25 @@ def test_unstable_ignores_missing_p99s():
     assert stats.unstable(scaled(800.0, 0.05), [nan, nan, nan]) is False
     assert stats.unstable(scaled(800.0, 0.15), [nan, nan, nan]) is True
     assert stats.unstable([800.0], [5000.0]) is False  # one repeat: nothing to disagree
+
+
+def test_vectorised_percentiles_mean_and_buckets_agree_with_hdrh():
+    """stats reads the counts array with NumPy; every figure must be hdrh's own, on fresh
+    and decoded histograms, censored values included."""
+    rng = np.random.default_rng(11)
+    for trial in range(12):
+        h = stats.new_histogram()
+        values = rng.lognormal(rng.uniform(2, 12), rng.uniform(0.1, 3),
+                               int(rng.integers(1, 5000))).astype(int).clip(1, 3_600_000_000)
+        for v in values:
+            h.record_value(int(v))
+        if trial % 3 == 0:
+            h.record_value(5_000_000, 7)
+        for x in (h, stats.decode(stats.encode(h))):
+            for q in (0, 0.1, 50, 90, 99, 99.9, 99.99, 100):
+                assert stats.value_at(x, q) == x.get_value_at_percentile(q), q
+            assert stats.mean_of(x) == pytest.approx(x.get_mean_value(), rel=1e-9)
+            values_us, counts = stats.counts_of(x)
+            walked = [(i.value_iterated_to, i.count_at_value_iterated_to)
+                      for i in x.get_recorded_iterator()]
+            assert list(zip(values_us, counts)) == walked

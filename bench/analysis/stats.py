@@ -72,19 +72,44 @@ def merge(encoded):
     return total
 
 
+def buckets(h):
+    """(lowest value, width, count) of every bucket holding a count, ascending: the counts
+    array read at once with NumPy (hdrh walks it in Python, 0.1–0.2 s a histogram), with
+    hdrh's own index → value rule."""
+    counts = np.ctypeslib.as_array(h.counts)[:h.counts_len].astype(np.int64)
+    index = np.flatnonzero(counts)
+    bucket = (index >> h.sub_bucket_half_count_magnitude) - 1
+    sub = (index & (h.sub_bucket_half_count - 1)) + h.sub_bucket_half_count
+    sub = np.where(bucket < 0, sub - h.sub_bucket_half_count, sub)
+    shift = np.maximum(bucket, 0) + h.unit_magnitude
+    return sub << shift, np.ones_like(shift) << shift, counts[index]
+
+
 def counts_of(h):
-    """(values_us, counts) of every recorded bucket, ascending: what charts draw from."""
-    pairs = [(i.value_iterated_to, i.count_at_value_iterated_to)
-             for i in h.get_recorded_iterator()]
-    if not pairs:
-        return np.empty(0), np.empty(0, dtype=np.int64)
-    v, c = zip(*pairs)
-    return np.asarray(v, dtype=float), np.asarray(c, dtype=np.int64)
+    """(values_us, counts) of every recorded bucket, ascending: what charts draw from (a
+    bucket's value is its highest equivalent, as hdrh's recorded iterator gives it)."""
+    low, width, counts = buckets(h)
+    return (low + width - 1).astype(float), counts
 
 
 def value_at(h, q):
-    """The q-th percentile (0–100) of a histogram, NaN when it is empty."""
-    return float(h.get_value_at_percentile(q)) if h.get_total_count() else float("nan")
+    """The q-th percentile (0–100) of a histogram, NaN when it is empty: hdrh's rule (the
+    highest equivalent value of the bucket where the count reaches round(q·n/100), at least
+    1), vectorised."""
+    n = h.get_total_count()
+    if not n:
+        return float("nan")
+    low, width, counts = buckets(h)
+    target = max(int(min(q, 100.0) * n / 100 + 0.5), 1)
+    at = min(int(np.searchsorted(np.cumsum(counts), target)), len(counts) - 1)
+    return float(low[at] + width[at] - 1) if q else float(low[at])
+
+
+def mean_of(h):
+    """The histogram's mean, each bucket at its middle (hdrh's rule), vectorised."""
+    low, width, counts = buckets(h)
+    return float(((low + (width >> 1)) * counts).sum() / counts.sum()) if counts.size \
+        else float("nan")
 
 
 def enough_for(n, q):
@@ -113,9 +138,9 @@ def summary(h, censored=0, deadline_us=None):
             out[key] = float(deadline_us)
             hit.append(key.removesuffix("_us"))
         else:
-            out[key] = float(h.get_value_at_percentile(q))
+            out[key] = value_at(h, q)
     out["max_us"] = float(h.get_max_value())
-    out["mean_us"] = round(float(h.get_mean_value()), 1)
+    out["mean_us"] = round(mean_of(h), 1)
     out["censored"] = ",".join(hit)
     return out
 
