@@ -178,7 +178,7 @@ def test_a_lost_share_is_its_whole_schedule_with_what_it_saved_kept():
     """Pure merge rules: a failed share's unsent messages are added as errors, the messages
     it saved are kept as measured, and shifting onto the master's clock leaves 0 as 0."""
     from bench.distributed.master import counted_share, merge, shifted
-    from bench.driver.lean import open_schedule
+    from bench.driver.loops import open_schedule
     from bench.plan.job import Job, Outcome
 
     job = Job(targets=(("127.0.0.1", 1),), connections=4, rate=100.0, warmup=0.5,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from bench.plan import steps as plan
-from bench.driver.lean import open_schedule
+from bench.driver.loops import open_schedule
 from bench.plan import scenarios
 from bench.plan.job import Job
 from bench.errors import UsageError

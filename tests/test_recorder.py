@@ -15,8 +15,9 @@ import pandas as pd
 import pytest
 
 from bench.analysis import aggregate, columns, recorder, stats
-from bench.driver.lean import DISCONNECT, ERROR, OK, TIMEOUT, UNSENT, Messages, open_schedule
-from bench.driver.lean import record_reply as record_ack  # the one reply rule, lean and polling
+from bench.driver.loops import open_schedule
+from bench.driver.store import DISCONNECT, ERROR, OK, TIMEOUT, UNSENT, Messages
+from bench.driver.store import record_reply as record_ack  # the one reply rule, lean and polling
 from bench.execute.load import Load
 from bench.plan import steps as plan
 from bench.plan.job import Job

@@ -20,6 +20,8 @@ Pure functions over a step's latencies; the recorder puts :func:`note` into the 
 """
 import numpy as np
 
+from bench import kinds
+
 DELAYED_ACK_MS = (38.0, 50.0)
 MIN_SHARE = 0.005   # at least 0.5 % of the measured messages in the peak
 MIN_COUNT = 10      # and at least this many
@@ -103,9 +105,9 @@ def finding_for_step(step, latency_ms):
     """(reason code, note) of the detector on a recorded step (open or closed loop echo
     traffic), or ("", ""): the code is ``nagle:send_interval`` or ``nagle:delayed_ack`` for
     the signature, ``cluster:…`` for the same peak under TCP_NODELAY (a wait, not Nagle)."""
-    if step.kind not in ("open", "closed"):
+    if not kinds.get(step.kind).latency_series:
         return "", ""
-    interval = interval_ms(step.rate, step.connections) if step.kind == "open" else None
+    interval = interval_ms(step.rate, step.connections) if step.open_loop else None
     found = detect(latency_ms, interval)
     if not found:
         return "", ""

@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 from hdrh.log import HistogramLogWriter
 
-from bench.analysis import browserrow, columns, nagle, selfcheck, stats
+from bench import kinds
+from bench.analysis import columns, nagle, selfcheck, stats
 from bench.plan.job import Outcome
 
 OK, TIMEOUT, DISCONNECT = int(Outcome.OK), int(Outcome.TIMEOUT), int(Outcome.DISCONNECT)
@@ -48,24 +49,9 @@ def latency_histogram(arrays, mask, deadline_us):
 
 
 def summarize(step, load, transport, resources, client, note=""):
-    """Summary rows for a step's measured messages: one, or four for fanout."""
-    page = getattr(load, "page", None)
-    if step.kind in ("fanout", "emit"):
-        rows = fanout_rows(step, load, transport, resources, client, note)
-        if page:  # the page's interactions while it received
-            shared = browserrow.columns(load.arrays, measure_mask(load.arrays, step, load.t0),
-                                        page, step.deadline * 1e6)
-            rows = [dict(row, **shared) for row in rows]
-        return rows
-    row = summarize_messages(step, load, transport, resources, client, note)
-    if step.kind == "connect":
-        row.update(connect_columns(step, load.arrays, load.t0))
-    if getattr(load, "replies", None):
-        reply_columns(row, load.replies)
-    if page:
-        row.update(browserrow.columns(load.arrays, measure_mask(load.arrays, step, load.t0),
-                                      load.page, step.deadline * 1e6))
-    return [dict(row, **step.extra)]
+    """Summary rows for a step's measured messages, built by its kind (bench/kinds): one
+    row, or one per recipient for a fan-out."""
+    return kinds.get(step.kind).rows(step, load, transport, resources, client, note)
 
 
 def pushed_text(counts):
@@ -88,64 +74,6 @@ def reply_columns(row, replies):
             f"reply matching ambiguous: {ambiguous} {names} event(s) answered no message, so "
             "replies matched in order may belong to other messages (latencies too short); "
             "put \"{seq}\" in the message's args to match replies by id")]))
-
-
-def connect_columns(step, arrays, t0):
-    """Per-stage times from the attempt's start (TCP, upgrade, Engine.IO open, Socket.IO
-    connect; NaN for a stage the client does not see) and failures counted by the stage that
-    failed."""
-    measure = measure_mask(arrays, step, t0)
-    ok = measure & (arrays["outcome"] == OK)
-    sent = arrays["sent"][ok]
-    out = {}
-    for stage, stamp in (("tcp", arrays["tcp_ns"][ok]), ("upgrade", arrays["upgrade_ns"][ok]),
-                         ("open", arrays["open_ns"][ok]), ("connect", arrays["received"][ok])):
-        seen = stamp > 0  # a stage the client cannot observe (a browser's TCP) is empty
-        st = stats.summary(stats.histogram_of((stamp[seen] - sent[seen]) / 1000.0))
-        out[f"{stage}_p50_us"], out[f"{stage}_p99_us"] = st["p50_us"], st["p99_us"]
-    failed = arrays["failed_stage"][measure]
-    for code, stage in ((1, "tcp"), (2, "upgrade"), (3, "open"), (4, "connect")):
-        out[f"failed_{stage}"] = int((failed == code).sum())
-    return out
-
-
-def fanout_rows(step, load, transport, resources, client, note):
-    """first / median / last recipient per broadcast, and all deliveries, plus ``reach``.
-    A recipient that missed a broadcast leaves it without a median or last: that broadcast
-    is censored at the deadline for those rows (it is counted, never dropped)."""
-    arrays, members = load.arrays, step.connections
-    deadline_us = step.deadline * 1e6
-    measure = measure_mask(arrays, step, load.t0)
-    n_triggers = len(arrays["intended"]) // members
-    shape = (n_triggers, members)
-    latency = ((arrays["received"] - arrays["intended"]) / 1000.0).reshape(shape)
-    delivered = (arrays["outcome"] == OK).reshape(shape)
-    in_window = measure.reshape(shape)[:, 0]
-    lat = np.where(delivered, latency, np.nan)[in_window]
-    full = delivered[in_window].all(axis=1)
-    reach = float(delivered[in_window].mean()) if lat.size else float("nan")
-    base = summarize_messages(step, load, transport, resources, client, note)
-    triggers = int(in_window.sum())
-    rows = []
-    any_ok = ~np.all(np.isnan(lat), axis=1) if lat.size else np.zeros(0, bool)
-    for recipient, values, answered in (
-            ("first", np.nanmin(lat[any_ok], axis=1) if any_ok.any() else [], any_ok),
-            ("median", np.nanmedian(lat[full], axis=1) if full.any() else [], full),
-            ("last", np.nanmax(lat[full], axis=1) if full.any() else [], full)):
-        values = np.asarray(values, dtype=float)
-        missing = triggers - int(np.sum(answered))
-        h = stats.histogram_of(values, censored=missing, deadline_us=deadline_us)
-        row = dict(base, **stats.summary(h, missing, deadline_us), hdr=stats.encode(h),
-                   recipient=recipient, reach=round(reach, 6), broadcasts=triggers,
-                   attempted=triggers, ok=len(values), errors=0, timeouts=missing,
-                   achieved_rate=round(len(values) / step.duration, 1), **step.extra)
-        rows.append(row)
-    rows.append(dict(base, recipient="all", reach=round(reach, 6), broadcasts=triggers, **step.extra))
-    if not reach >= 0.999:
-        for row in rows:
-            mark_invalid(row, "reach_below")
-            row["note"] = "; ".join(filter(None, [row["note"], f"reach {100 * reach:.2f} %"]))
-    return rows
 
 
 def summarize_messages(step, load, transport, resources, client, note=""):
@@ -220,7 +148,7 @@ def summarize_messages(step, load, transport, resources, client, note=""):
     checks = selfcheck.step_checks(
         np.where(ok, (received - intended) / 1000.0, deadline_us), intended, sent,
         window_start_ns=start, window_end_ns=end, open_loop=step.open_loop,
-        arrivals=step.arrivals, rate=step.rate) if step.kind not in ("fanout", "emit") \
+        arrivals=step.arrivals, rate=step.rate) if not kinds.get(step.kind).members \
         else dict(reasons=[])
     for name in ("p50", "p99"):  # on the histogram's buckets, where the row's percentiles are
         for end, to_bucket in (("low", h.get_lowest_equivalent_value),
@@ -331,11 +259,9 @@ def sample_rows(step, arrays, t0, transport):
     })
     if "recv_wait" in arrays:
         frame["recv_wait_us"] = np.round(arrays["recv_wait"] / 1000.0, 1)
-    if step.kind == "connect":
-        for stage in ("tcp", "upgrade", "open"):
-            stamp = arrays[f"{stage}_ns"]
-            frame[f"{stage}_us"] = np.where(stamp > 0, (stamp - arrays["sent"]) / 1000.0, np.nan)
-        frame["failed_stage"] = arrays["failed_stage"]
+    add_columns = kinds.get(step.kind).sample_columns
+    if add_columns:
+        frame = add_columns(frame, arrays)
     for key, value in step.extra.items():
         frame[key] = value
     return frame

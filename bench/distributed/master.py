@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
-from bench import __version__
+from bench import __version__, kinds
 from bench.distributed import DistributedError, is_loopback
 from bench.distributed.bridge import Engine, EngineGone, unpack
 from bench.distributed.seal import fingerprint
@@ -49,7 +49,6 @@ from bench.plan.job import Job, Outcome
 
 TIME_KEYS = ("intended", "sent", "received", "tcp_ns", "upgrade_ns", "open_ns")
 BASE_KEYS = ("conn", "intended", "sent", "received", "outcome", "recv_wait")
-CONNECT_EXTRAS = ("tcp_ns", "upgrade_ns", "open_ns", "failed_stage")
 START_MARGIN_S = 0.3
 
 
@@ -96,25 +95,8 @@ def job_from_dict(data):
 
 def scheduled(job, t0, keys):
     """The messages ``job`` (one share) would have sent from ``t0``, all unsent: what a lost
-    share counts as. Open loop: its slice of the global schedule; closed loop: one per
-    connection at the window's start (the share's failure, counted once per connection)."""
-    from bench.driver.lean import open_schedule
-
-    warm = int(job.warmup * 1e9)
-    if job.kind == "fanout":
-        n = int(job.rate * (job.warmup + job.duration))
-        times = t0 + np.round(np.arange(n) * (1e9 / job.rate)).astype(np.int64)
-        conn = np.tile(np.arange(job.members, dtype=np.int32), n)
-        intended = np.repeat(times, job.members)
-    elif job.kind == "connect":
-        n = int(job.rate * (job.warmup + job.duration))
-        intended = t0 + np.round(np.arange(n) * (1e9 / job.rate)).astype(np.int64)
-        conn = np.arange(n, dtype=np.int32)
-    elif job.rate:
-        conn, intended = open_schedule(job, t0)
-    else:
-        conn = np.asarray(job.conns or range(job.connections), dtype=np.int32)
-        intended = np.full(len(conn), t0 + warm, dtype=np.int64)
+    share counts as (its kind's schedule, bench/kinds)."""
+    conn, intended = kinds.get(job.kind).schedule(job, t0)
     out = {k: np.zeros(len(intended), dtype=np.int64) for k in keys}
     out.update(conn=np.asarray(conn, dtype=np.int32), intended=np.asarray(intended, np.int64),
                outcome=np.full(len(intended), int(Outcome.UNSENT), dtype=np.int8))
@@ -133,12 +115,11 @@ def shifted(arrays, delta):
 
 def counted_share(job, arrays, t0):
     """A failed share's arrays: what it saved, plus every scheduled message it did not."""
-    keys = set(arrays or {}) or set(BASE_KEYS) | (set(CONNECT_EXTRAS) if job.kind == "connect"
-                                                   else set())
+    keys = set(arrays or {}) or set(BASE_KEYS) | set(kinds.get(job.kind).extras)
     synth = scheduled(job, t0, keys)
     if arrays is None or not len(arrays.get("intended", ())):
         return synth
-    if job.rate or job.kind in ("fanout", "connect"):
+    if job.rate:  # on a schedule: a message is known by its intended time
         keep = ~np.isin(synth["intended"], arrays["intended"])
     else:
         keep = ~np.isin(synth["conn"], arrays["conn"])
@@ -296,7 +277,7 @@ class Coordinator:
             raise DriverError(f"a share would carry {foreign[0][0]}:{foreign[0][1]}, a target "
                               "this master was not given")
         base = replace(job, out="", cpus=(), spin=False)
-        if job.kind in ("open", "closed"):
+        if kinds.get(job.kind).split:
             k = min(len(live), job.connections)
             parts = [(w, replace(base, conns=tuple(range(job.connections))[i::k]))
                      for i, w in enumerate(live[:k])]

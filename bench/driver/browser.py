@@ -35,10 +35,11 @@ from urllib.parse import parse_qs, urlparse
 
 import numpy as np
 
+from bench import kinds
 from bench.driver import protocol, store
 from bench.driver.lean import process_job, save, stdin_t0
-from bench.driver.loops import offsets_ns, open_schedule
-from bench.driver.store import ERROR, TIMEOUT, Messages
+from bench.driver.loops import open_schedule
+from bench.driver.store import Messages
 from bench.plan.traffic import expand, has_seq
 
 PAGE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "page")
@@ -55,7 +56,6 @@ PAGE_LOAD_MS = 5_000          # the page is answered locally: seconds mean Chrom
 EXTRAS = ("painted", "devtools_sent", "devtools_received")
 # a connect attempt's stages as the lean driver stores them; a page sees the Engine.IO open
 # and the Socket.IO connect, never the TCP handshake or the HTTP upgrade (those stay 0)
-CONNECT_EXTRAS = ("tcp_ns", "upgrade_ns", "open_ns", "failed_stage")
 # Socket.IO packets inside an Engine.IO message: EVENT/BINARY_EVENT out, ACK/BINARY_ACK in,
 # with an optional attachment count and namespace before the ack id.
 SENT_RE = re.compile(r"^4[25](?:\d+-)?(?:/[^,]*,)?(\d+)")
@@ -197,12 +197,10 @@ def plan_for(job):
                 event=job.event, payload=int(job.payload), binary=bool(job.binary),
                 kind="open" if job.rate else "closed", offsets=[], conns=[],
                 capacity=int(min(job.max_messages, 2_000_000)))
-    if job.kind in ("connect", "fanout"):  # attempts or broadcasts at the rate, uniform,
-        # as the lean driver's connect and fan-out loops
-        count = int(job.rate * (job.warmup + job.duration))
-        plan.update(kind=job.kind, offsets=(offsets_ns(count, job.rate) / 1e6).tolist(),
-                    room=job.room or f"fan-{job.targets[0][1]}")
-    elif job.rate:
+    kind = kinds.get(job.kind)
+    if kind.page_plan:  # the kind's own plan (connect attempts, broadcasts)
+        return kind.page_plan(job, plan)
+    if job.rate:
         conn_of, times = open_schedule(job, 0)
         local = {c: i for i, c in enumerate(job.conns)}
         plan["offsets"] = (times / 1e6).tolist()
@@ -210,49 +208,10 @@ def plan_for(job):
     return plan
 
 
-def _on_monotonic(values, offset_ns):
+def on_monotonic(values, offset_ns):
     """Page milliseconds as CLOCK_MONOTONIC ns (0 stays 0: never happened)."""
     a = np.asarray(values, dtype=np.float64)
     return np.where(a > 0, np.round(a * 1e6).astype(np.int64) + offset_ns, 0)
-
-
-def connect_messages(job, got, offset_ns):
-    """The page's connect attempts as the lean connect loop stores them: one message per
-    attempt, answered by its Socket.IO connect; a refusal is an error at its stage, an attempt
-    with no answer by the deadline a timeout."""
-    n = int(got["used"])
-    m = Messages(max(1, n), extras=EXTRAS + CONNECT_EXTRAS)
-    m.deadline_ns = int(job.deadline * 1e9)
-    m.used = n
-    m.conn[:n] = np.arange(n, dtype=np.int32)
-    m.intended[:n] = _on_monotonic(got["intended"], offset_ns)
-    m.sent[:n] = _on_monotonic(got["sent"], offset_ns)
-    m.extras["open_ns"][:n] = _on_monotonic(got["opened"], offset_ns)
-    m.extras["failed_stage"][:n] = np.asarray(got["failedStage"], dtype=np.int64)
-    received = _on_monotonic(got["received"], offset_ns)
-    for k in range(n):
-        if m.extras["failed_stage"][k]:
-            m.outcome[k] = ERROR
-        elif not (received[k] and store.record_reply(m, k, int(received[k]))):
-            m.outcome[k] = TIMEOUT
-    return m
-
-
-def fanout_messages(job, got, offset_ns):
-    """The page's deliveries as the lean fan-out loop stores them: trigger-major, one message
-    per (broadcast, member), sent when the sender emitted, settled by each member's liveness."""
-    n, width = int(got["used"]), int(got["width"])
-    m = Messages(max(1, n * width), extras=EXTRAS)
-    m.deadline_ns = int(job.deadline * 1e9)
-    m.used = n * width
-    m.conn[:m.used] = np.tile(np.asarray(job.conns, dtype=np.int32), n)
-    m.intended[:m.used] = np.repeat(_on_monotonic(got["intended"], offset_ns), width)
-    m.sent[:m.used] = np.repeat(_on_monotonic(got["sent"], offset_ns), width)
-    for k, at in enumerate(_on_monotonic(got["received"], offset_ns)):
-        if at:
-            store.record_reply(m, k, int(at))
-    store.settle(m, {job.conns[i]: bool(up) for i, up in enumerate(got["alive"])})
-    return m
 
 
 def page_traffic(job):
@@ -274,20 +233,19 @@ def page_traffic(job):
 
 def to_messages(job, got, frames, offset_ns):
     """The page's arrays as the store's :class:`Messages`, on CLOCK_MONOTONIC, settled."""
-    if job.kind == "connect":
-        return connect_messages(job, got, offset_ns)
-    if job.kind == "fanout":
-        return fanout_messages(job, got, offset_ns)
+    kind = kinds.get(job.kind)
+    if kind.page_messages:
+        return kind.page_messages(job, got, offset_ns)
     n = int(got["used"])
     m = Messages(max(1, n), extras=EXTRAS)
     m.deadline_ns = int(job.deadline * 1e9)
     m.used = n
 
     m.conn[:n] = np.asarray([job.conns[c] for c in got["conn"]], dtype=np.int32)
-    m.intended[:n] = _on_monotonic(got["intended"], offset_ns)
-    m.sent[:n] = _on_monotonic(got["sent"], offset_ns)
-    m.extras["painted"][:n] = _on_monotonic(got["painted"], offset_ns)
-    received = _on_monotonic(got["received"], offset_ns)
+    m.intended[:n] = on_monotonic(got["intended"], offset_ns)
+    m.sent[:n] = on_monotonic(got["sent"], offset_ns)
+    m.extras["painted"][:n] = on_monotonic(got["painted"], offset_ns)
+    received = on_monotonic(got["received"], offset_ns)
     for k in range(n):
         local, ack = int(got["conn"][k]), int(got["ackId"][k])
         if got["lost"][k]:
@@ -345,7 +303,8 @@ async def run_job(job, read_t0):
         transports = [job.transport] if job.transport else None
         try:
             await page.evaluate("([n, t, ms, traffic]) => bench.connect(n, t, ms, traffic)",
-                                [0 if job.kind == "connect" else len(job.conns), transports,
+                                [len(job.conns) if kinds.get(job.kind).page_connects else 0,
+                                 transports,
                                  job.deadline * 1e3, page_traffic(job)])
         except Exception as exc:  # noqa: BLE001 - the page's own words, one line
             said = page_said(exc)
@@ -356,7 +315,7 @@ async def run_job(job, read_t0):
         await page.evaluate("([e, n]) => bench.interactive(e, n)", [job.event, int(job.payload)])
         plan = plan_for(job)
         await page.evaluate("plan => bench.load(plan)", plan)
-        if plan["kind"] == "fanout":  # as the lean loop: members joined before the clock
+        if kinds.get(job.kind).members:  # as the lean loop: members joined before the clock
             try:
                 await page.evaluate("([room, ms]) => bench.join(room, ms)",
                                     [plan["room"], job.deadline * 1e3 + 10 * len(job.conns)])

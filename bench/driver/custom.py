@@ -285,7 +285,7 @@ async def run_custom(job, t0_source, sink):
         attach(c, plan, job.seed, tally=tally)
     await run_setup(conns, plan, job.deadline)
     t0 = await t0_source()
-    if job.kind == "open":
+    if job.rate:
         await open_loop(conns, m, open_schedule(job, t0), None, job.spin)
     else:
         await closed_loop(conns, m, None, t0, t0 + job.window_ns, m.conn.shape[0],

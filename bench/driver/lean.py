@@ -2,7 +2,7 @@
 
 Runs as its own process, pinned to the driver core, so it never shares an interpreter with the
 harness: it reads its job, connects (bench/driver/connection.py), runs the scenario's loop
-(bench/driver/loops.py, or the user's traffic: bench/driver/custom.py) and saves the
+(bench/kinds: each kind names its loop) and saves the
 per-message arrays (bench/driver/store.py). Arrays are preallocated and bounded: a load loop
 can never run past its count or its deadline.
 
@@ -25,55 +25,17 @@ import sys
 
 import numpy as np
 
-from bench.driver import connection, protocol
-from bench.driver.loops import (block_calls, closed_loop, open_loop, open_schedule, payload,
-                                run_connect, run_fanout, settle_and_close)
-from bench.driver.connection import connect, connect_all, run_loop, source_for, ssl_for, url_for
+from bench import kinds
+from bench.driver import connection
+from bench.driver.connection import run_loop
 from bench.machine import raise_nofile
 from bench.plan.job import Job
-from bench.driver.store import Messages
-# Names the drivers built on this one (the user's traffic, verification) and tests read
-# through this module:
-from bench.driver.connection import mono  # noqa: F401
-from bench.driver.store import (DISCONNECT, ERROR, OK, TIMEOUT, UNSENT,  # noqa: F401
-                                record_reply)
 
 
 async def run_job(job, t0_source, sink):
-    """Connect, wait for t0, run the scenario's loop, settle outstanding acks, close.
+    """Run the job's kind's loop (bench/kinds): connect, wait for t0, load, settle, close.
     ``sink["m"]`` holds the arrays as soon as they exist, so an early exit can save them."""
-    if job.kind in ("fanout", "emit"):
-        return await run_fanout(job, t0_source, sink)
-    if job.kind == "connect":
-        return await run_connect(job, t0_source, sink)
-    if job.traffic:  # the user's own events (--scenario-file)
-        from bench.driver.custom import run_custom
-        return await run_custom(job, t0_source, sink)
-    m = sink["m"] = Messages(job.max_messages)
-    m.deadline_ns = int(job.deadline * 1e9)
-    conns = await connect_all(job, job.conns, m)
-    if job.binary:
-        body = protocol.event_body(job.event, protocol.PLACEHOLDER)
-        for c in conns:
-            c.binary = b"\xa5" * max(1, int(job.payload))
-    else:
-        body = protocol.event_body(job.event, payload(job.payload))
-    blocker = None
-    if job.blockers and 0 in job.conns:
-        blocker = await connect(url_for(job, 0), -1, Messages(1), job.deadline,
-                                source=source_for(job, 0), ssl_context=ssl_for(job))
-    t0 = await t0_source()
-    end_ns = t0 + job.window_ns
-    background = asyncio.ensure_future(block_calls(blocker, job.blockers, t0, end_ns)) \
-        if blocker else None
-    if job.kind == "open":
-        await open_loop(conns, m, open_schedule(job, t0), body, job.spin)
-    else:
-        await closed_loop(conns, m, body, t0, end_ns, m.conn.shape[0], job.spin)
-    await settle_and_close(m, conns + ([blocker] if blocker else []), job)
-    if background:
-        background.cancel()
-    return m
+    return await kinds.get(job.kind).loop(job, t0_source, sink)
 
 
 def stdin_t0():

@@ -1,7 +1,7 @@
-"""The lean driver's load loops: closed (one message in flight per connection), open (each
-message at its intended time), fan-out (room members receiving broadcasts), connect (new
-connections at a rate), the blocking scenario's slow handlers, and the end of every loop
-(outstanding replies awaited to their deadline, the rest settled by the store's one rule).
+"""The lean driver's message loops: closed (one message in flight per connection), open (each
+message at its intended time, on the one schedule), the blocking scenario's slow handlers, and
+the end of every loop (outstanding replies awaited to their deadline, the rest settled by the
+store's one rule). The kinds (bench/kinds) build their loops from these.
 
 Every loop is bounded in count (preallocated arrays) and in time (the step's window plus the
 deadline).
@@ -11,9 +11,8 @@ import asyncio
 import numpy as np
 
 from bench.driver import protocol, store
-from bench.driver.connection import (connect, connect_all, mono, send_recorded, source_for,
-                                     ssl_for, url_for, wait_for_replies, wait_until, woke_ns)
-from bench.driver.store import ERROR, OK, TIMEOUT, UNSENT, Messages, record_reply
+from bench.driver.connection import mono, send_recorded, wait_for_replies, wait_until
+
 
 async def closed_loop(conns, m, body, t0, end_ns, capacity, spin):
     """One message in flight per connection: each ack triggers the next send at once."""
@@ -130,113 +129,6 @@ async def settle_and_close(m, conns, job, linger_s=0.0):
     for c in conns:
         c.close()
     await asyncio.sleep(0)
-
-
-async def run_fanout(job, t0_source, sink):
-    """Members join one room; a sender triggers ``broadcast`` at ``rate``. Each delivery is a
-    message whose intended time is its trigger's (known from the schedule, so every driver
-    process stamps its own members against it on the one monotonic clock). This process holds
-    its share of the members (``job.conns``): arrays are trigger-major, ``len(conns)`` per
-    trigger, so the merged arrays of all processes have exactly ``members`` per trigger. The
-    sender lives in the process holding member 0. Members are spread over ``job.targets``
-    (a scale-out delivers through its queue).
-
-    ``kind = "emit"``: no sender; another process (bench/driver/emitter.py) emits to the room
-    through the message queue on the same schedule (same t0, same monotonic clock); members
-    only receive. The harness fills in the emitter's actual send times afterwards."""
-    members, rate = job.members, job.rate
-    emit = job.kind == "emit"
-    mine = list(job.conns) if job.conns else list(range(members))
-    slot = {member: s for s, member in enumerate(mine)}
-    n_triggers = int(rate * (job.warmup + job.duration))
-    width = len(mine)
-    m = sink["m"] = Messages(n_triggers * width)
-    m.deadline_ns = int(job.deadline * 1e9)
-    room = job.room or f"fan-{job.targets[0][1]}"
-    sender_msgs = Messages(n_triggers + width + 1)
-    conns = await connect_all(job, mine, sender_msgs)
-    sender = None
-    if 0 in slot and not emit:
-        sender = await connect(url_for(job, members), members, sender_msgs, job.deadline,
-                               source=source_for(job, members), ssl_context=ssl_for(job))
-    for c in conns:  # join, each acked, before the clock starts
-        k = sender_msgs.used
-        sender_msgs.used += 1
-        send_recorded(c, sender_msgs, k, protocol.event_body("join", {"room": room}), mono())
-    await wait_for_replies(lambda: any(c.outstanding for c in conns),
-                           mono() + int(job.deadline * 1e9) + width * 10_000_000, False)
-    if any(c.outstanding for c in conns):
-        raise ConnectionError("members did not all join the room in time")
-    m.used = n_triggers * width
-    m.conn[:] = np.tile(np.asarray(mine, dtype=np.int32), n_triggers)
-
-    def delivered(conn, packet, now):
-        trigger = protocol.parse_trigger_id(packet)
-        if trigger is not None and 0 <= trigger < n_triggers:
-            record_reply(m, trigger * width + slot[conn.index], now, woke_ns())
-
-    for c in conns:
-        c.on_event = delivered
-    pad = "x" * max(0, int(job.payload) - 40)
-    t0 = await t0_source()
-    times = uniform_times(t0, n_triggers, rate)
-    m.intended[:m.used] = np.repeat(times, width)
-    m.sent[:m.used] = m.intended[:m.used]  # the sender's own process overwrites its spans
-    if sender is not None:
-        for trigger in range(n_triggers):
-            await wait_until(int(times[trigger]), job.spin)
-            now = mono()
-            m.sent[trigger * width:(trigger + 1) * width] = now
-            if sender.alive:
-                sender.send_text("42" + protocol.event_body(
-                    "broadcast", {"room": room, "id": trigger, "p": pad}))
-    until = (int(times[-1]) if n_triggers else mono()) + m.deadline_ns
-    await wait_for_replies(lambda: np.any(m.outcome[:m.used] == UNSENT), until, job.spin)
-    store.settle(m, store.liveness(conns))  # every delivery was due: sent at its trigger
-    for c in [*conns, *([sender] if sender else [])]:
-        c.close()
-    await asyncio.sleep(0)
-    return m
-
-
-async def run_connect(job, t0_source, sink):
-    """New connections arriving at ``rate``: each attempt is a message whose stages (TCP,
-    upgrade, Engine.IO open, Socket.IO connect) are stamped; it is closed once connected."""
-    rate = job.rate
-    n = int(rate * (job.warmup + job.duration))
-    m = sink["m"] = Messages(n, extras=("tcp_ns", "upgrade_ns", "open_ns", "failed_stage"))
-    t0 = await t0_source()
-    times = uniform_times(t0, n, rate)
-    stages = {"": 0, "tcp": 1, "upgrade": 2, "open": 3, "connect": 4}
-    tasks = []
-
-    async def attempt(k):
-        stamps = {}
-        m.sent[k] = mono()
-        try:
-            conn = await connect(url_for(job, k), k, Messages(1), job.deadline, stamps,
-                                 source=source_for(job, k), ssl_context=ssl_for(job))
-        except Exception:  # noqa: BLE001 - a failed attempt is a counted outcome
-            m.outcome[k] = ERROR
-            m.extras["failed_stage"][k] = stages[stamps.get("failed", "tcp")]
-            for key in ("tcp", "upgrade"):
-                m.extras[f"{key}_ns"][k] = stamps.get(key, 0)
-            return
-        m.received[k], m.outcome[k] = stamps["connect"], OK
-        m.extras["tcp_ns"][k], m.extras["upgrade_ns"][k] = stamps["tcp"], stamps["upgrade"]
-        m.extras["open_ns"][k] = stamps["open"]
-        conn.close()
-
-    for k in range(n):
-        await wait_until(int(times[k]), False)
-        m.used, m.conn[k], m.intended[k] = k + 1, k, times[k]
-        tasks.append(asyncio.ensure_future(attempt(k)))
-    if tasks:
-        await asyncio.wait(tasks, timeout=job.deadline * 2 + 1)
-    for t in tasks:
-        t.cancel()
-    m.outcome[:m.used][m.outcome[:m.used] == UNSENT] = TIMEOUT
-    return m
 
 
 def payload(nbytes):

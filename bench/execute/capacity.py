@@ -10,9 +10,9 @@ walk goes on while every client is held (how many a server holds at all, slow or
 stops at the first step that is not: the server's own limit, recorded with its reason.
 
 The deployment (one server or a scale-out, with its knobs and ``--server-nodelay``) is
-started by the step runner like every other step's; this module verifies it, drives the
-idle-client workers (:mod:`bench.execute.fleet`) and hands reconnect steps to
-:mod:`bench.execute.reconnect`.
+started by the step runner like every other step's; this module verifies it and drives the
+idle-client workers (:mod:`bench.execute.fleet`) for any kind that holds clients (the
+reconnect kind passes :func:`bench.execute.reconnect.restart` as its ``hold``).
 """
 import time
 from dataclasses import replace
@@ -22,7 +22,6 @@ import numpy as np
 from bench import machine
 from bench.analysis import recorder, stats
 from bench import processes
-from bench.execute import reconnect
 from bench.execute.capacity_table import capacity_row, knee_rows
 from bench.execute.fleet import Workers, grow_budget, probe_arrays, probe_load
 from bench.execute.load import DriverError
@@ -31,7 +30,6 @@ from bench.execute.verify import verify, verify_deployment
 from bench.plan import limits
 from bench.plan.job import Job, Outcome
 
-KINDS = ("capacity", "reconnect")
 OK = int(Outcome.OK)
 HOLD_MARGIN_S = 2.0         # a hold lasts the ping interval plus this (at least --duration)
 
@@ -47,9 +45,12 @@ def server_usage(server):
     return machine.tree_usage(pids) if pids else (float("nan"),) * 3
 
 
-def measure(runner, step, server, log_path, offset):
-    """A capacity or reconnect step against a started ``server`` (a deployment or a
-    --target): (summary rows, resource rows); capacity rows go to ``capacity.csv``."""
+def measure(runner, step, server, log_path, offset, hold, on_driver_failure=None):
+    """A held-clients step (its kind's ``hold(runner, step, server, workers, log_path,
+    offset)`` -> rows: the capacity walk, a reconnect) against a started ``server`` (a
+    deployment or a --target), its driver processes started and always closed: (summary
+    rows, resource rows). ``on_driver_failure(runner, step, why)`` records what the kind
+    keeps beside the row when the driver fails."""
     if hasattr(server, "backends"):  # every server of a scale-out answers, over WebSocket
         verdict = verify_deployment(server, timeout=step.deadline, transport="websocket")
     else:
@@ -72,17 +73,12 @@ def measure(runner, step, server, log_path, offset):
     try:
         workers = Workers(job, runner.folder.work, runner.driver_cpus)
         sampler.watch("driver", workers.pids)
-        if step.kind == "capacity":
-            rows = walk(runner, step, server, workers, log_path, offset)
-        else:
-            rows = reconnect.restart(step, server, workers)
+        rows = hold(runner, step, server, workers, log_path, offset)
     except DriverError as exc:
         rows = [recorder.failed_row(step, "websocket", f"driver failed: {exc}", "lean",
                                   "driver_failed")]
-        if step.kind == "capacity":
-            runner.folder.table("capacity.csv", [capacity_row(
-                step, step.connections, dict(step_ok=False, step_reason=f"driver failed: {exc}",
-                                             held=0), "none", f"driver failed: {exc}")])
+        if on_driver_failure:
+            on_driver_failure(runner, step, f"driver failed: {exc}")
     finally:
         if workers is not None:
             workers.close()
@@ -213,3 +209,9 @@ def walk(runner, step, server, workers, log_path, offset):
         summary = [recorder.failed_row(step, "websocket", f"no probe measured: {broke}",
                                        "lean", "no_probe")]
     return summary
+
+
+def failed_walk(runner, step, why):
+    """The capacity.csv row of a walk whose driver failed before any level held."""
+    runner.folder.table("capacity.csv", [capacity_row(
+        step, step.connections, dict(step_ok=False, step_reason=why, held=0), "none", why)])

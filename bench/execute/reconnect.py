@@ -20,8 +20,9 @@ WATCH_S = 60.0              # longest wait for every client to be back (at least
 RESTART_GRACE_S = 3.0
 
 
-def restart(step, server, workers):
-    """Connect N, restart the deployment's servers, watch them come back: the step's rows."""
+def restart(runner, step, server, workers, log_path, offset):
+    """Connect N, restart the deployment's servers, watch them come back: the step's rows
+    (the held-clients signature of bench/execute/capacity.py's ``measure``)."""
     grown = workers.ask(f"grow {step.connections}",
                         grow_budget(step, step.connections, len(workers.procs)))
     connected = sum(r["alive"] for r in grown)

@@ -15,12 +15,12 @@ import time
 import numpy as np
 import pandas as pd
 
+from bench import kinds
 from bench.analysis import onsets
 from bench.analysis.recorder import OK, window
 
 COLUMNS = ["t_ns", "kind", "duration_ns", "detail"]
 FLUSH_WAIT_S = 0.3      # the servers append every 0.2 s (servers/events.py FLUSH_S)
-KINDS = ("closed", "open")     # driver loops with one latency per message
 
 
 def environment(step, work, part):
@@ -90,7 +90,7 @@ def onset_columns(arrays, events, recorded):
 def finish(step, load, folder, ticks):
     """The step's cause columns and its events (sampler ticks at least) for ``events/``;
     ({}, None) for a step of a kind without a latency series."""
-    if step.kind not in KINDS or not len(load.arrays["intended"]):
+    if not kinds.get(step.kind).latency_series or not len(load.arrays["intended"]):
         return {}, None
     intended = load.arrays["intended"]
     first, last = int(intended.min()), int(np.max(load.arrays["received"]))

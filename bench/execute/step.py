@@ -8,11 +8,11 @@ import os
 import re
 from dataclasses import replace
 
-from bench import machine
+from bench import kinds, machine
 from bench.analysis import browserrow, recorder
 from bench.driver import browser
 from bench import processes
-from bench.execute import capacity, profiler, serverevents
+from bench.execute import profiler, serverevents
 from bench.execute import deployment as deploy
 from bench.execute.emitting import emitting
 from bench.execute.load import DriverError, run_load
@@ -22,8 +22,6 @@ from bench.machine import cpu_layout
 from bench.plan import limits, precision
 from bench.plan.job import for_step
 
-BROWSER_KINDS = ("open", "closed", "connect", "fanout")  # echo, rate, sweep, payload,
-# connect, fanout (no blockers, no emitter process; the user's traffic on open/closed only)
 
 
 class StepRunner:
@@ -42,11 +40,12 @@ class StepRunner:
         scenario's server is started here, through the deployment layer: knobs,
         ``--server-nodelay`` and scale-out topologies reach every kind of step."""
         self.events_folder = None  # where this step's servers record their events
+        kind = kinds.get(step.kind)
         if self.target:
-            if step.kind == "reconnect":
-                return [recorder.failed_row(step, "", "reconnect restarts the server: it needs "
-                                            "a variant the harness spawns, not --target",
-                                            code="not_applicable")], []
+            if kind.restarts_server:
+                return [recorder.failed_row(step, "", f"{step.scenario} restarts the server: "
+                                            "it needs a variant the harness spawns, not "
+                                            "--target", code="not_applicable")], []
             return self.dispatch(step, deploy.Target(*self.target), None, 0, part)
         variant = self.registry.variants[step.variant]
         servers = deploy.server_count(variant, self.options)
@@ -57,11 +56,11 @@ class StepRunner:
         if reason:
             return [recorder.failed_row(step, "", f"unavailable: {reason}",
                                         code="unavailable")], []
-        if step.kind == "emit" and not servers:
-            return [recorder.failed_row(step, "", "emit needs a message queue: it runs on "
-                                        "scale-out variants only (scaleout-redis, "
+        if kind.emitted and not servers:
+            return [recorder.failed_row(step, "", f"{step.scenario} needs a message queue: it "
+                                        "runs on scale-out variants only (scaleout-redis, "
                                         "scaleout-redis-nginx)", code="not_applicable")], []
-        if step.kind in capacity.KINDS:
+        if kind.held:
             machine.raise_nofile()  # the servers inherit it: one process holds every client
         log_path = os.path.join(self.folder.run_dir, "logs", f"{step.variant}.log")
         with open(log_path, "a") as log:
@@ -82,8 +81,9 @@ class StepRunner:
     def dispatch(self, step, server, log_path, offset, part):
         """Measure ``step`` against a started ``server``: capacity and reconnect hold
         thousands of idle clients (their own driver), every other kind one load."""
-        if step.kind in capacity.KINDS:
-            return capacity.measure(self, step, server, log_path, offset)
+        kind = kinds.get(step.kind)
+        if kind.held:
+            return kind.measure(self, step, server, log_path, offset)
         return self.verified(step, server, log_path, offset, part)
 
     def traffic(self, step):
@@ -118,7 +118,7 @@ class StepRunner:
         if step.client == "browser":
             return self.in_browser(step, server, verdict, part)
         client = step.client if verdict.transport == "websocket" else "python-socketio"
-        if client != "lean" and step.kind in ("fanout", "connect", "emit"):
+        if client not in kinds.get(step.kind).clients:
             return [recorder.failed_row(step, verdict.transport, f"{verdict.note}; the "
                                         f"{step.scenario} scenario needs the lean client "
                                         "over WebSocket", client, "not_applicable")], []
@@ -141,8 +141,8 @@ class StepRunner:
                                         "variant), not several servers", "browser",
                                         "not_applicable")], []
         traffic = self.traffic(step)
-        if step.kind not in BROWSER_KINDS or step.blockers or (
-                traffic and step.kind not in ("open", "closed")):
+        kind = kinds.get(step.kind)
+        if "browser" not in kind.clients or step.blockers or (traffic and not kind.user_traffic):
             return [recorder.failed_row(step, verdict.transport, f"the browser client runs "
                                         f"the echo, rate, sweep, payload, connect and fanout "
                                         f"scenarios (the first four with --scenario-file), not "
@@ -161,7 +161,7 @@ class StepRunner:
         is the last attempt's, the earlier attempts' samples stay, marked superseded."""
         targets = self.options.get("precision") or {}
         rows, resources = self.measure(step, server, transport, client, note, part)
-        if not targets or len(rows) != 1 or step.kind not in precision.KINDS:
+        if not targets or len(rows) != 1 or not kinds.get(step.kind).one_row:
             return rows, resources
         attempt = 0
         while rows[0]["valid"] and precision.unmet(rows[0], targets):
@@ -194,7 +194,7 @@ class StepRunner:
         # each); processes sharing a core must not spin against each other, nor against the
         # emitter, which shares the driver's cores (see meta pinning).
         processes = limits.driver_processes(step.connections) if client == "lean" else 1
-        spin = bool(self.driver_cpus) and client == "lean" and step.kind != "emit" \
+        spin = bool(self.driver_cpus) and client == "lean" and not kinds.get(step.kind).emitted \
             and processes <= len(self.driver_cpus)
         sources = getattr(server, "source_addresses", ()) or \
             limits.source_addresses(step.connections)
@@ -210,7 +210,7 @@ class StepRunner:
         if unobserved:
             note = "; ".join(filter(None, [note, "server side not observed"]))
         emitter = emitting(self.registry.variants[step.variant], server, step, job.room,
-                           self.folder.work, self.driver_cpus) if step.kind == "emit" \
+                           self.folder.work, self.driver_cpus) if kinds.get(step.kind).emitted \
             else contextlib.nullcontext()
         emitter_proc, spread = None, {}
         prof = profiler.for_step(step, server.pid, self.folder.run_dir, self.driver_cpus)

@@ -10,7 +10,8 @@ import time
 from dataclasses import dataclass
 
 from bench.driver import protocol
-from bench.driver.lean import Messages, connect, run_loop
+from bench.driver.connection import connect, run_loop
+from bench.driver.store import Messages
 
 PROBE = {"verify": "round trip", "n": 42}
 

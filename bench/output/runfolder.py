@@ -6,7 +6,7 @@ import shutil
 import pandas as pd
 
 from bench import SCHEMA_VERSION, __version__
-from bench.analysis import aggregate, columns, recorder
+from bench.analysis import aggregate, columns
 from bench.errors import ResultsWriteError
 from bench.output import results
 

@@ -8,6 +8,8 @@ import enum
 import json
 from dataclasses import asdict, dataclass, replace
 
+from bench import kinds
+
 
 class Outcome(enum.IntEnum):
     """What became of one message (stored as int8 in the per-message arrays)."""
@@ -32,7 +34,7 @@ class Job:
     duration: float
     deadline: float = 5.0               # seconds a message may wait for its reply
     rate: float | None = None           # total msg/s (None: closed loop)
-    kind: str = "open"                  # closed | open | fanout | connect | emit
+    kind: str = "open"                  # a name of bench/kinds
     payload: int = 64
     binary: bool = False
     event: str = "echo"
@@ -97,7 +99,7 @@ def for_step(step, targets, spin=False, source_addresses=(), cpus=()):
                warmup=step.warmup, duration=step.duration, deadline=step.deadline,
                rate=step.rate if step.open_loop else None, kind=step.kind,
                payload=step.payload, binary=step.binary, blockers=step.blockers,
-               members=step.connections if step.kind in ("fanout", "emit") else 0,
+               members=step.connections if kinds.get(step.kind).members else 0,
                arrivals=step.arrivals, seed=step.seed, spin=spin,
                source_addresses=tuple(source_addresses), transport=step.transport,
                cpus=tuple(cpus or ()))

@@ -16,7 +16,6 @@ import re
 from bench.errors import UsageError
 
 METRICS = ("p50", "p99")          # the percentiles that carry a per-step interval
-KINDS = ("closed", "open", "connect")  # one latency row per step (fan-out has four)
 MAX_DURATION_S = 60.0
 GROWTH_MARGIN, MIN_GROWTH = 1.2, 2.0
 

@@ -1,8 +1,11 @@
 """The scenarios, as data: one frozen record each, with the one function that lists its
-load points. Adding a scenario means adding a record here (and, where its traffic is new, a
-driver loop for its ``kind``); planning, recording, the table and the charts read the record.
+load points. Adding a scenario of an existing kind means adding a record here; a new kind of
+load is one module of bench/kinds plus its record. Planning, recording, the table and the
+charts read the record and its kind.
 """
 from dataclasses import dataclass, field
+
+from bench import kinds
 
 ECHO_CONNECTIONS, RATE_CONNECTIONS, FANOUT_MEMBERS = 1, 10, 50
 PAYLOADS = [("64 B", 64, False), ("1 KiB", 1024, False), ("16 KiB", 16384, False),
@@ -27,7 +30,7 @@ class Point:
 class Scenario:
     """What a scenario is: its kind, load points and extra columns."""
     name: str
-    kind: str               # driver loop: closed | open | fanout | connect | emit
+    kind: str               # a kind of load: a module of bench/kinds
     load_unit: str          # what the load point varies
     description: str
     points: object          # options -> [Point]
@@ -38,7 +41,7 @@ class Scenario:
     @property
     def open_loop(self):
         """Does the scenario send on a schedule (not one message in flight)?"""
-        return self.kind != "closed"
+        return kinds.get(self.kind).open_loop
 
 
 def _echo(o):

@@ -8,6 +8,7 @@ breaks, since the next rate only makes sense if the previous one held.
 import random
 from dataclasses import dataclass, field, replace
 
+from bench import kinds
 from bench.errors import UsageError
 from bench.plan import limits, precision
 from bench.plan.scenarios import SCENARIOS, sweep_rates
@@ -220,9 +221,9 @@ def estimate_seconds(steps, o, overhead_s=2.5):
     counts every rate it may walk (an upper bound: it stops at the first break)."""
     total = 0.0
     for s in steps:
-        if s.kind == "capacity":  # every step held past the (default 25 s) ping interval
-            total += sum(max(s.duration, 27.0) + 2 + n / 500
-                         for n in limits.capacity_levels(s.connections)) + overhead_s
+        estimate = kinds.get(s.kind).estimate_s
+        if estimate:
+            total += estimate(s) + overhead_s
         elif s.sweep_rates:
             total += sum(s.at_rate(r, o).duration + s.warmup + overhead_s
                          for r in s.sweep_rates)
