@@ -14,7 +14,7 @@ from bench.driver.store import OK, UNSENT, Messages, record_reply
 from bench.kinds import Kind, get
 
 
-def triggers(job):
+def broadcast_count(job):
     """How many broadcasts the step sends: the rate over warm-up and window."""
     return int(job.rate * (job.warmup + job.duration))
 
@@ -35,7 +35,7 @@ async def run(job, t0_source, sink):
     emit = get(job.kind).emitted
     mine = list(job.conns) if job.conns else list(range(members))
     slot = {member: s for s, member in enumerate(mine)}
-    n_triggers = triggers(job)
+    n_triggers = broadcast_count(job)
     width = len(mine)
     m = sink["m"] = Messages(n_triggers * width)
     m.deadline_ns = int(job.deadline * 1e9)
@@ -117,7 +117,7 @@ def rows(step, load, transport, resources, client, note):
         h = stats.histogram_of(values, censored=missing, deadline_us=deadline_us)
         row = dict(base, **stats.summary(h, missing, deadline_us), hdr=stats.encode(h),
                    recipient=recipient, reach=round(reach, 6), broadcasts=counted,
-                   attempted=triggers, ok=len(values), errors=0, timeouts=missing,
+                   attempted=counted, ok=len(values), errors=0, timeouts=missing,
                    achieved_rate=round(len(values) / step.duration, 1), **step.extra)
         rows.append(row)
     rows.append(dict(base, recipient="all", reach=round(reach, 6), broadcasts=counted, **step.extra))
@@ -134,14 +134,14 @@ def rows(step, load, transport, resources, client, note):
 def scheduled(job, t0):
     """(conn, intended) of every delivery a lost share would have received: each member at
     each broadcast's time."""
-    n = triggers(job)
+    n = broadcast_count(job)
     conn = np.tile(np.arange(job.members, dtype=np.int32), n)
     return conn, np.repeat(uniform_times(t0, n, job.rate), job.members)
 
 
 def page_plan(job, plan):
     """The page holds the members and sends the broadcasts itself, at the rate, uniform."""
-    return dict(plan, kind="fanout", offsets=(offsets_ns(triggers(job), job.rate) / 1e6)
+    return dict(plan, kind="fanout", offsets=(offsets_ns(broadcast_count(job), job.rate) / 1e6)
                 .tolist(), room=job.room or f"fan-{job.targets[0][1]}")
 
 
