@@ -2,7 +2,8 @@
 
 The recorder writes the columns in this order (columns a row adds beyond it follow), the
 aggregate rows merge repeats by each column's rule, and the reader gives each column its dtype
-from here, so a new column is one line in this table, and a column that is not here cannot be
+from here, so a new column is one line in this table (or, for a kind's or a scenario's own
+columns, in its kind module or scenario record), and a column that is not declared cannot be
 dropped silently: tests/test_recorder.py checks that every column a run writes is declared.
 
 Aggregation rules (how ``repeat = all`` rows get the column from the repeats they merge):
@@ -21,6 +22,9 @@ Aggregation rules (how ``repeat = all`` rows get the column from the repeats the
 * ``repeat``: meaningful per repeat only; aggregate rows leave it empty.
 """
 from dataclasses import dataclass
+
+from bench import kinds
+from bench.plan.scenarios import SCENARIOS
 
 TYPES = ("text", "bool", "int", "float")
 RULES = ("key", "static", "sum", "mean", "max", "any", "all", "merged", "computed", "single",
@@ -96,14 +100,22 @@ SUMMARY = _table([
     ("effective_n", "float", "samples", "sum"),
 ])
 
-EXTRAS = _table([
-    # columns a scenario, a toggle or a deployment adds (present where they apply)
-    ("recipient", "text", "", "key"),
-    ("reach", "float", "ratio", "mean"),
-    ("broadcasts", "int", "broadcasts", "sum"),
-    ("mix", "text", "", "static"),
-    ("payload_bytes", "float", "bytes", "static"),
-    ("binary tls", "bool", "", "static"),
+
+
+def declared_by_kinds_and_scenarios():
+    """The columns each kind of load (bench/kinds) and each scenario record declares for its
+    own rows; one declared twice must be declared alike."""
+    groups = [g for name in kinds.NAMES for g in kinds.get(name).columns]
+    groups += [g for scenario in SCENARIOS.values() for g in scenario.columns]
+    out = {}
+    for column in _table(groups):
+        assert out.setdefault(column.name, column) == column, f"{column.name}: two declarations"
+    return tuple(out.values())
+
+
+EXTRAS = declared_by_kinds_and_scenarios() + _table([
+    # columns a toggle or a deployment adds (present where they apply)
+    ("tls", "bool", "", "static"),
     ("servers", "int", "servers", "static"),
     ("server_nodelay profiled server_events", "bool", "", "key"),
     ("server_gc", "text", "", "key"),
@@ -117,13 +129,6 @@ EXTRAS = _table([
     ("onset_cause", "text", "", "repeat"),
     ("regime_before_us regime_after_us", "float", "us", "repeat"),
     ("clients_per_server", "text", "", "repeat"),
-    ("failed_tcp failed_upgrade failed_open failed_connect", "int", "connects", "sum"),
-    ("tcp_p50_us tcp_p99_us upgrade_p50_us upgrade_p99_us open_p50_us open_p99_us "
-     "connect_p50_us connect_p99_us", "float", "us", "repeat"),
-    ("held dropped", "int", "clients", "repeat"),
-    ("slo_pass", "bool", "", "repeat"),
-    ("restart_ms stop_ms all_back_ms", "float", "ms", "repeat"),
-    ("back never_back probes_lost sessions_lost", "int", "", "repeat"),
     ("profile_error profile_svg profile_speedscope", "text", "", "repeat"),
     ("profile_samples", "int", "samples", "repeat"),
     ("gil_held_pct", "float", "%", "repeat"),

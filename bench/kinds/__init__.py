@@ -3,7 +3,8 @@
 A scenario (bench/plan/scenarios.py) names its kind; the kind's module says everything the
 layers need to know about that kind of load: its traits (which clients run it, what it needs
 of the server, which checks apply), its driver loop, the schedule a lost share counts, the row
-builder and the per-message columns it adds. Layers ask ``kinds.get(step.kind)`` instead of
+builder, the row and per-message columns it adds (with their aggregation rule, read by
+bench/analysis/columns.py). Layers ask ``kinds.get(step.kind)`` instead of
 branching on the name, so a new kind is one new module here plus its scenario record.
 
 Kind modules are imported on first use and keep their imports light (the driver processes
@@ -33,6 +34,7 @@ class Kind:
     split: bool = True              # its connections split over distributed workers
     page_connects: bool = True      # a browser page opens the step's connections up front
     extras: tuple = ()              # per-message arrays beyond the store's own
+    columns: tuple = ()             # (names, type, unit, aggregation rule) of its row columns
     loop: object = None             # async (job, t0_source, sink) -> Messages: the lean loop
     schedule: object = None         # (job, t0) -> (conn, intended): what a lost share counts
     rows: object = None             # (step, load, transport, resources, client, note) -> rows

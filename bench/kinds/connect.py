@@ -12,6 +12,8 @@ from bench.kinds import Kind
 STAGES = ("tcp", "upgrade", "open", "connect")
 EXTRAS = ("tcp_ns", "upgrade_ns", "open_ns", "failed_stage")
 STAGE_CODES = {"": 0, "tcp": 1, "upgrade": 2, "open": 3, "connect": 4}
+COLUMNS = ((" ".join(f"failed_{s}" for s in STAGES), "int", "connects", "sum"),
+           (" ".join(f"{s}_p{q}_us" for s in STAGES for q in (50, 99)), "float", "us", "repeat"))
 
 
 def attempts(job):
@@ -130,7 +132,7 @@ def page_messages(job, got, offset_ns):
 
 
 KIND = Kind("connect", open_loop=True, clients=("lean", "browser"), split=False,
-            page_connects=False, latency_series=False, extras=EXTRAS,
+            page_connects=False, latency_series=False, extras=EXTRAS, columns=COLUMNS,
             description="new connections at a rate, stage by stage",
             loop=run, schedule=scheduled, rows=rows, sample_columns=sample_columns,
             page_plan=page_plan, page_messages=page_messages)

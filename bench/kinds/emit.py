@@ -3,6 +3,6 @@ room through the message queue (a write-only manager), so it needs a scale-out v
 from bench.kinds import Kind, fanout
 
 KIND = Kind("emit", open_loop=True, clients=("lean",), members=True, emitted=True,
-            one_row=False, latency_series=False, split=False,
+            one_row=False, latency_series=False, split=False, columns=fanout.COLUMNS,
             description="emits to a room from another process, through the message queue",
             loop=fanout.run, schedule=fanout.scheduled, rows=fanout.rows)

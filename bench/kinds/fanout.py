@@ -14,6 +14,10 @@ from bench.driver.store import OK, UNSENT, Messages, record_reply
 from bench.kinds import Kind, get
 
 
+COLUMNS = (("recipient", "text", "", "key"), ("reach", "float", "ratio", "mean"),
+           ("broadcasts", "int", "broadcasts", "sum"))
+
+
 def broadcast_count(job):
     """How many broadcasts the step sends: the rate over warm-up and window."""
     return int(job.rate * (job.warmup + job.duration))
@@ -165,7 +169,7 @@ def page_messages(job, got, offset_ns):
 
 
 KIND = Kind("fanout", open_loop=True, clients=("lean", "browser"), members=True,
-            one_row=False, latency_series=False, split=False,
+            one_row=False, latency_series=False, split=False, columns=COLUMNS,
             description="broadcasts to the members of one room",
             loop=run, schedule=scheduled, rows=rows, page_plan=page_plan,
             page_messages=page_messages)

@@ -12,5 +12,7 @@ def measure(runner, step, server, log_path, offset):
 
 KIND = Kind("reconnect", open_loop=False, clients=("lean",), held=True, restarts_server=True,
             one_row=False, latency_series=False, split=False,
+            columns=(("restart_ms stop_ms all_back_ms", "float", "ms", "repeat"),
+                     ("back never_back probes_lost sessions_lost", "int", "", "repeat")),
             description="the server restarted under held clients",
             measure=measure)

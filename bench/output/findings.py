@@ -82,8 +82,9 @@ def knees(data):
 
 
 def fanout_findings(agg):
-    """Per series and load point: last against first recipient of a broadcast."""
-    fan = agg[(agg["scenario"] == "fanout") & (agg["recipient"] != "")]
+    """Per series and load point: last against first recipient of a broadcast (fan-out and
+    emit rows: every row with a recipient)."""
+    fan = agg[agg["recipient"] != ""]
     items = []
     for (series, lp), g in fan.groupby(["series", "load_point"]):
         first, last = (g[g["recipient"] == k] for k in ("first", "last"))

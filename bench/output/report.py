@@ -19,6 +19,7 @@ from bench.output.plots import style
 from bench.output.plots.rows import scenario_rows
 from bench.output.results import atomic_write
 from bench.output.verdicts import MATERIAL
+from bench.plan.scenarios import SCENARIOS
 
 SCREENSHOT = "report.png"
 # The report's prose, in one place for both templates (**bold** and `code` are its only marks).
@@ -58,8 +59,7 @@ TEXT = dict(
 )
 # Where each chart sits: the section it illustrates (scenario charts by prefix).
 SCENARIO_CHARTS = ("bars", "spectrum", "cdf", "timeline")
-SECTION_CHARTS = {"sweep-throughput": "knees", "sweep-knees": "knees", "fanout": "fanout",
-                  "blocking": "blocking", "nodelay": "explain"}
+SECTION_OF_OWN_CHART = {"sweep": "knees", "fanout": "fanout", "blocking": "blocking"}
 
 
 def build(run_dir):
@@ -91,7 +91,10 @@ def _section(name):
         return f"scenario:{scenario}"
     if kind == "claim":
         return f"claim:{scenario}"
-    return SECTION_CHARTS.get(name, "other")
+    if name == "nodelay":
+        return "explain"
+    return SECTION_OF_OWN_CHART.get(plots.own_chart(kind), "other") if kind in SCENARIOS \
+        else "other"
 
 
 def findings_of(data):

@@ -34,8 +34,8 @@ class Scenario:
     load_unit: str          # what the load point varies
     description: str
     points: object          # options -> [Point]
-    columns: tuple = ()     # extra summary columns this scenario writes
-    chart: str = "bars"     # its chart in the report (bench/output)
+    columns: tuple = ()     # (names, type, unit, aggregation rule) of its own row columns
+    chart: str = "bars"     # its own chart beside the spectrum and CDF (bench/output/plots)
     searched: bool = False  # rates walked until the SLO breaks (one step per rate)
 
     @property
@@ -115,33 +115,29 @@ SCENARIOS = {s.name: s for s in [
              "closed loop, one message in flight per connection: the round-trip floor", _echo),
     Scenario("rate", "open", "msg/s",
              "open loop, N connections, total rate R, latency from each intended send time",
-             _rate, chart="spectrum"),
+             _rate),
     Scenario("sweep", "open", "msg/s", "rising rates until the SLO breaks: the knee", _sweep,
-             chart="sweep", searched=True),
+             columns=(("slo_pass", "bool", "", "repeat"),), chart="sweep", searched=True),
     Scenario("fanout", "fanout", "members",
              "broadcast to N room members: first/median/last recipient and reach", _fanout,
-             columns=("recipient", "reach", "broadcasts"), chart="fanout"),
+             chart="fanout"),
     Scenario("emit", "emit", "members",
              "a separate process emits to a room through the message queue (write-only "
              "manager): first/median/last recipient and reach (scale-out variants)", _emit,
-             columns=("recipient", "reach", "broadcasts"), chart="fanout"),
+             chart="fanout"),
     Scenario("connect", "connect", "connects/s",
              "new connections arriving at a rate: TCP, upgrade, Engine.IO open, Socket.IO connect",
-             _connect, columns=tuple(f"{s}_p{q}_us" for s in ("tcp", "upgrade", "open", "connect")
-                                     for q in (50, 99)) +
-             tuple(f"failed_{s}" for s in ("tcp", "upgrade", "open", "connect")), chart="connect"),
+             _connect),
     Scenario("payload", "open", "size", "echo at the rate with 64 B … 64 KiB and binary",
-             _payload, columns=("payload_bytes", "binary"), chart="payload"),
+             _payload, columns=(("payload_bytes", "float", "bytes", "static"),
+                                ("binary", "bool", "", "static"))),
     Scenario("blocking", "open", "mix",
              "echo traffic plus handlers that block (sleep or CPU): does one delay everyone?",
-             _blocking, columns=("mix",), chart="blocking"),
+             _blocking, columns=(("mix", "text", "", "static"),), chart="blocking"),
     Scenario("capacity", "capacity", "connections",
              "connected clients rising in steps, idle but answering pings: how many a server "
-             "holds (probe latency, RSS, drops per step; capacity.csv)", _capacity,
-             chart="capacity"),
+             "holds (probe latency, RSS, drops per step; capacity.csv)", _capacity),
     Scenario("reconnect", "reconnect", "clients",
              "the server restarted under N clients: time until every client is back and "
-             "answering, and what was lost", _reconnect,
-             columns=("restart_ms", "stop_ms", "back", "never_back", "all_back_ms", "probes_lost",
-                      "sessions_lost"), chart="reconnect"),
+             "answering, and what was lost", _reconnect),
 ]}

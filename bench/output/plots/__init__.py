@@ -11,6 +11,7 @@ import functools
 import os
 
 from bench.output.claims import CLAIMS
+from bench.plan.scenarios import SCENARIOS
 from bench.output import inpclaim
 from bench.output.plots.blocking import blocking
 from bench.output.plots.browser import browser_views
@@ -26,6 +27,24 @@ __all__ = ["MARKING", "bars", "blocking", "browser_views", "cdf", "claim", "char
            "knees_per_variant", "resources", "save_all", "spectrum", "throughput", "timeline"]
 
 
+# A scenario record's ``chart`` → the charts it adds beside every scenario's spectrum, CDF
+# and timeline: (file name suffix, title, builder(data, scenario)); "fanout" and "blocking"
+# replace the p50/p99 bars, which cannot show recipients or mixes side by side.
+OWN_CHARTS = {
+    "sweep": (("throughput", "latency vs achieved throughput", lambda d, s: throughput(d, s)),
+              ("knees", "knee per variant", lambda d, _s: knee_bars(d))),
+    "fanout": (("", "first/median/last recipient", lambda d, s: fanout(d, s)),),
+    "blocking": (("", "mixes side by side", lambda d, s: blocking(d, s)),),
+}
+WITHOUT_BARS = ("fanout", "blocking")
+
+
+def own_chart(scenario):
+    """The ``chart`` of a scenario's record ("bars" for a name no record has)."""
+    record = SCENARIOS.get(scenario)
+    return record.chart if record else "bars"
+
+
 def charts(data):
     """(file name, title, builder) of every chart that may apply to this run."""
     out = [(f"claim-{i}", spec["title"], functools.partial(claim, data, spec))
@@ -37,14 +56,13 @@ def charts(data):
                     functools.partial(spectrum, data, scenario)))
         out.append((f"cdf-{scenario}", f"{scenario}: latency CDF",
                     functools.partial(cdf, data, scenario)))
-        if scenario not in ("fanout", "blocking"):
+        if own_chart(scenario) not in WITHOUT_BARS:
             out.append((f"bars-{scenario}", f"{scenario}: p50 and p99",
                         functools.partial(bars, data, scenario)))
-    out += [("sweep-throughput", "sweep: latency vs achieved throughput",
-             functools.partial(throughput, data)),
-            ("sweep-knees", "sweep: knee per variant", functools.partial(knee_bars, data)),
-            ("fanout", "fanout: first/median/last recipient", functools.partial(fanout, data)),
-            ("blocking", "blocking: mixes side by side", functools.partial(blocking, data))]
+    for scenario in data.scenarios():
+        for suffix, title, build in OWN_CHARTS.get(own_chart(scenario), ()):
+            out.append(("-".join(filter(None, [scenario, suffix])), f"{scenario}: {title}",
+                        functools.partial(build, data, scenario)))
     for scenario in data.scenarios():
         out.append((f"timeline-{scenario}", f"{scenario}: latency over time",
                     functools.partial(timeline, data, scenario)))

@@ -8,9 +8,9 @@ from bench.output.plots.rows import has_data, scenario_rows
 MIXES = ("echo-only", "sleep-blockers", "cpu-blockers")
 
 
-def blocking(data):
+def blocking(data, scenario="blocking"):
     """p50 bars with p99 ticks per variant, one panel per mix, one latency scale for all."""
-    rows = scenario_rows(data, "blocking")
+    rows = scenario_rows(data, scenario)
     rows = rows[rows["mix"] != ""]
     if rows.empty:
         return None

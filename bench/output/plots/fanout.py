@@ -9,9 +9,9 @@ from bench.output.plots.rows import has_data, load_order, scenario_rows
 RECIPIENTS = ("first", "median", "last")
 
 
-def fanout(data):
+def fanout(data, scenario="fanout"):
     """Bars p50 (light → dark: first, median, last recipient), black ticks p99."""
-    rows = scenario_rows(data, "fanout", fanout_all=False)
+    rows = scenario_rows(data, scenario, fanout_all=False)
     rows = rows[rows["recipient"].isin(RECIPIENTS)]
     if rows.empty:
         return None

@@ -33,10 +33,10 @@ def knees_per_variant(data):
     return pd.DataFrame(out)
 
 
-def throughput(data):
+def throughput(data, scenario="sweep"):
     """p50 and p99 against the achieved throughput (replies inside the window ÷ window) of
     each sweep step; knees marked (a lower bound as an arrow to the right)."""
-    rows = scenario_rows(data, "sweep")
+    rows = scenario_rows(data, scenario)
     if rows.empty:
         return None
     pal = style.colours(data)
