@@ -177,7 +177,8 @@ def test_waits_are_bounded_without_the_other_side(bench, tmp_path):
 def test_a_lost_share_is_its_whole_schedule_with_what_it_saved_kept():
     """Pure merge rules: a failed share's unsent messages are added as errors, the messages
     it saved are kept as measured, and shifting onto the master's clock leaves 0 as 0."""
-    from bench.distributed.master import counted_share, merge, shifted
+    from bench.distributed.master import counted_share, shifted
+    from bench.execute.load import merge_arrays as merge
     from bench.driver.loops import open_schedule
     from bench.plan.job import Job, Outcome
 

@@ -43,7 +43,7 @@ from bench.distributed.bridge import Engine, EngineGone, unpack
 from bench.distributed.seal import fingerprint
 from bench.driver.custom import merge_replies
 from bench import processes
-from bench.execute.load import DriverError, Load
+from bench.execute.load import DriverError, Load, merge_arrays
 from bench.output import results
 from bench.plan.job import Job, Outcome
 
@@ -125,16 +125,6 @@ def counted_share(job, arrays, t0):
         keep = ~np.isin(synth["conn"], arrays["conn"])
     common = set(synth) & set(arrays)
     return {k: np.concatenate([arrays[k], synth[k][keep]]) for k in common}
-
-
-def merge(parts):
-    """The workers' per-message arrays of one step as one set (None when none came back)."""
-    if not parts:
-        return None
-    keys = set.intersection(*(set(p) for p in parts))
-    merged = {k: np.concatenate([p[k] for p in parts]) for k in keys}
-    order = np.argsort(merged["intended"], kind="stable")
-    return {k: v[order] for k, v in merged.items()}
 
 
 class Coordinator:
@@ -385,7 +375,7 @@ class Coordinator:
                                start_margin_ns=res.get("margin_ns")))
         self.meta["steps"].append(dict(step=sid, kind=job.kind, workers=record))
         self._refresh_meta()
-        load = Load(merge(parts) if parts else None, t0, max(shares) if shares else None,
+        load = Load(merge_arrays(parts) if parts else None, t0, max(shares) if shares else None,
                     merge_replies(replies))
         if failures:
             raise DriverError("; ".join(failures), partial=load if parts else None, t0=t0)

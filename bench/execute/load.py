@@ -104,6 +104,12 @@ def _merge(paths):
                 parts.append({k: data[k] for k in data.files})
         except (OSError, ValueError, EOFError):
             continue
+    return merge_arrays(parts)
+
+
+def merge_arrays(parts):
+    """Several processes' per-message arrays as one set, in intended-time order, keeping the
+    arrays every part has (None when no part has any): the one merge of every driver."""
     parts = [p for p in parts if p]
     if not parts:
         return None
