@@ -48,8 +48,11 @@ def free_port(host=HOST):
 
 
 def port_is_free(port, host=HOST):
-    """Can ``port`` be bound now: has a stopped server really released it?"""
+    """Can ``port`` be bound now: has a stopped server really released it? A listener still
+    holds it; its closed connections in TIME_WAIT (a server that closed them first, as
+    long-polling servers do) do not, so the probe binds as servers do, with SO_REUSEADDR."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError:

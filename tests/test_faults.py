@@ -561,3 +561,25 @@ def test_server_stderr_goes_to_its_variant_log_never_to_the_harness_output(bench
         assert marker in log, marker
         assert marker not in r.stdout and marker not in r.stderr, marker
     assert step_row(bench.summary(run_dir), VICTIM, "echo")["ok"] > 0
+
+
+def test_a_port_is_released_when_its_listener_is_gone_time_wait_or_not():
+    """A listener holds its port; the connections a server closed first (TIME_WAIT, as
+    after long-polling) do not: a stopped server is not kept waiting for them. The listener
+    sets SO_REUSEADDR, as Werkzeug, eventlet and gevent do (its connections inherit it)."""
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind((processes.HOST, 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    assert not processes.port_is_free(port)
+    client = socket.create_connection((processes.HOST, port))
+    accepted, _ = listener.accept()
+    accepted.close()  # the server side closes first: its end goes to TIME_WAIT
+    client.recv(1)
+    client.close()
+    listener.close()
+    assert processes.port_is_free(port)
+    with socket.socket() as plain:  # without SO_REUSEADDR, TIME_WAIT still blocks a bind
+        with pytest.raises(OSError):
+            plain.bind((processes.HOST, port))
