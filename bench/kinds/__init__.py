@@ -4,8 +4,8 @@ A scenario (bench/plan/scenarios.py) names its kind; the kind's module says ever
 layers need to know about that kind of load: its traits (which clients run it, what it needs
 of the server, which checks apply), its driver loop, the schedule a lost share counts, the row
 builder, the row and per-message columns it adds (with their aggregation rule, read by
-bench/analysis/columns.py). Layers ask ``kinds.get(step.kind)`` instead of
-branching on the name, so a new kind is one new module here plus its scenario record.
+bench/analysis/columns.py). Layers ask ``kinds.get(step.kind)`` instead of branching on
+the name, so a new kind is one new module here (named in ``NAMES``) plus its scenario record.
 
 Kind modules are imported on first use and keep their imports light (the driver processes
 import them); a hook that needs the analysis layer imports it inside the function.
