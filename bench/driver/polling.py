@@ -91,25 +91,12 @@ def run_job(job, read_t0):
     while mono() < deadline and np.any((m.outcome[:n] == UNSENT) & (m.sent[:n] > 0)):
         time.sleep(0.01)
     store.settle(m, {i: c.connected for i, c in clients.items()})
-    disconnect_all([*clients.values(), *([blocker] if blocker else [])], job.deadline)
-    return m
-
-
-def disconnect_all(clients, limit_s):
-    """Disconnect every client at once, waiting at most ``limit_s`` in all: one by one, a
-    polling client's disconnect waits for its long-poll to return (about 0.3 s each)."""
-    def close(c):
+    for c in [*clients.values(), *([blocker] if blocker else [])]:
         try:
             c.disconnect()
         except Exception:  # noqa: BLE001 - closing a broken client must not lose the data
             pass
-
-    threads = [threading.Thread(target=close, args=(c,), daemon=True) for c in clients]
-    for t in threads:
-        t.start()
-    until = time.monotonic() + limit_s
-    for t in threads:
-        t.join(max(0.0, until - time.monotonic()))
+    return m
 
 
 def block_calls(client, spec, t0, end_ns):
