@@ -28,7 +28,7 @@ import sys
 import time
 
 EVENTS_ENV, GC_ENV = "BENCH_SERVER_EVENTS", "BENCH_SERVER_GC"
-FLUSH_S = 0.2
+FLUSH_S = 0.1
 BEAT_S = 0.005
 LATE_NS = 2_000_000     # a heartbeat later than this is a blocked loop
 _state = {}

@@ -20,7 +20,7 @@ from bench.analysis import onsets
 from bench.analysis.recorder import OK, window
 
 COLUMNS = ["t_ns", "kind", "duration_ns", "detail"]
-FLUSH_WAIT_S = 0.3      # the servers append every 0.2 s (servers/events.py FLUSH_S)
+FLUSH_WAIT_S = 0.15     # the servers append every 0.1 s (servers/events.py FLUSH_S)
 
 
 def environment(step, work, part):
