@@ -19,7 +19,6 @@ from bench.output.plots.claims import claim
 from bench.output.plots.fanout import fanout
 from bench.output.plots.latency import bars, cdf, spectrum
 from bench.output.plots.nodelay import nodelay
-from bench.output.plots import style
 from bench.output.plots.style import MARKING, plt
 from bench.output.plots.sweep import knee_bars, knees_per_variant, throughput
 from bench.output.plots.timeseries import resources, timeline
@@ -82,7 +81,7 @@ def save_all(data, out_dir):
         if fig is None:
             continue
         path = os.path.join(out_dir, f"{name}.png")
-        style.save_png(fig, path)
+        fig.savefig(path, dpi=110)
         plt.close(fig)
         written.append((name, title, path))
     return written

@@ -9,7 +9,6 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
-from PIL import Image  # noqa: E402
 
 from bench.output import trust  # noqa: E402
 from bench.output.formatting import short  # noqa: E402
@@ -20,7 +19,6 @@ from bench.output.formatting import short  # noqa: E402
 PALETTE = ["#332288", "#88CCEE", "#44AA99", "#117733", "#999933", "#DDCC77", "#CC6677",
            "#882255", "#AA4499", "#E69F00", "#0072B2", "#D55E00"]
 FIT_ROUNDS = 6
-SAVE_DPI = 110
 MIN_PANEL_IN = (1.5, 0.8)   # a panel squeezed below this (inches) by its labels grows the figure
 STYLE = {"ok": ("-", None), "driver-bound": ("--", "//"), "invalid": (":", "xx")}
 MARKING = ("dashed / hatched // = driver-bound · dotted / hatched xx = invalid (see report "
@@ -114,7 +112,7 @@ def figure(n_panels, ncols=2, width=6.2, height=3.8):
     ncols = max(1, min(ncols, n_panels))
     nrows = math.ceil(n_panels / ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows + 0.6),
-                             squeeze=False, layout="constrained", dpi=SAVE_DPI)
+                             squeeze=False, layout="constrained")
     for ax in axes.flat[n_panels:]:
         ax.set_visible(False)
     return fig, list(axes.flat[:n_panels])
@@ -167,20 +165,6 @@ def fit(fig):
         fig.set_size_inches(width + (2 * grow_w + 0.15 if grow_w >= 0.01 else 0),
                             height + (2 * grow_h + 0.15 if grow_h >= 0.01 else 0))
     return fig
-
-
-def save_png(fig, path):
-    """Write ``fig`` as PNG at SAVE_DPI. Every chart ends in :func:`fit`, whose last draw is
-    the finished figure when it was drawn at the figure's present size: that canvas is
-    written as it is (savefig would draw it once more, about a third of a chart's time);
-    any other figure goes through savefig."""
-    width, height = fig.canvas.get_width_height(physical=True)
-    drawn = getattr(fig.canvas, "renderer", None)
-    if fig.dpi != SAVE_DPI or drawn is None or (drawn.width, drawn.height) != (width, height):
-        fig.savefig(path, dpi=SAVE_DPI)
-        return
-    Image.frombuffer("RGBA", (width, height), fig.canvas.buffer_rgba(), "raw", "RGBA", 0,
-                     1).save(path, format="png")
 
 
 def finish(fig, data, title, handles=None):
