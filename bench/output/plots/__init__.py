@@ -31,10 +31,9 @@ __all__ = ["MARKING", "bars", "blocking", "browser_views", "cdf", "claim", "char
 # and timeline: (file name suffix, title, builder(data, scenario)); "fanout" and "blocking"
 # replace the p50/p99 bars, which cannot show recipients or mixes side by side.
 OWN_CHARTS = {
-    "sweep": (("throughput", "latency vs achieved throughput", lambda d, s: throughput(d, s)),
-              ("knees", "knee per variant", lambda d, _s: knee_bars(d))),
-    "fanout": (("", "first/median/last recipient", lambda d, s: fanout(d, s)),),
-    "blocking": (("", "mixes side by side", lambda d, s: blocking(d, s)),),
+    "sweep": (("throughput", "latency vs achieved throughput", throughput),),
+    "fanout": (("", "first/median/last recipient", fanout),),
+    "blocking": (("", "mixes side by side", blocking),),
 }
 WITHOUT_BARS = ("fanout", "blocking")
 
@@ -63,6 +62,8 @@ def charts(data):
         for suffix, title, build in OWN_CHARTS.get(own_chart(scenario), ()):
             out.append(("-".join(filter(None, [scenario, suffix])), f"{scenario}: {title}",
                         functools.partial(build, data, scenario)))
+    out.append(("sweep-knees", "sweep: knee per variant",  # from knees.csv, whatever ran
+                functools.partial(knee_bars, data)))
     for scenario in data.scenarios():
         out.append((f"timeline-{scenario}", f"{scenario}: latency over time",
                     functools.partial(timeline, data, scenario)))
