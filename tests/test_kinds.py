@@ -30,8 +30,8 @@ def test_every_scenario_kind_is_a_module_with_its_hooks():
             assert callable(kind.measure), kind.name
         else:
             assert callable(kind.loop) and callable(kind.rows) and callable(kind.schedule)
-        if "browser" in kind.clients:
-            assert kind.page_plan is None or callable(kind.page_plan)
+        if "browser" in kind.clients and not kind.user_traffic:  # not the echo loops
+            assert callable(kind.page_plan) and callable(kind.page_messages), kind.name
     assert {s.kind for s in SCENARIOS.values()} == set(kinds.NAMES)
     with pytest.raises(ValueError, match="unknown scenario kind 'nope'"):
         kinds.get("nope")

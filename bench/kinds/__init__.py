@@ -22,7 +22,6 @@ class Kind:
     """What one kind of load is and which functions carry it out."""
     name: str
     open_loop: bool                 # sends on a schedule (not one message in flight)
-    description: str
     clients: tuple = ALL_CLIENTS    # the clients that can drive it
     user_traffic: bool = False      # the user's own events (--scenario-file) can drive it
     members: bool = False           # its connections are members of one room (job.members)

@@ -21,5 +21,4 @@ def estimate_s(step):
 KIND = Kind("capacity", open_loop=False, clients=("lean",), held=True, one_row=False,
             latency_series=False, split=False,
             columns=(("held dropped", "int", "clients", "repeat"),),
-            description="idle clients rising in steps until the server stops holding them",
             measure=measure, estimate_s=estimate_s)

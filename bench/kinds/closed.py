@@ -3,5 +3,4 @@ arrives: the round-trip floor (the echo scenario)."""
 from bench.kinds import Kind, messages
 
 KIND = Kind("closed", open_loop=False, user_traffic=True,
-            description="one message in flight per connection",
             loop=messages.run, schedule=messages.scheduled, rows=messages.rows)

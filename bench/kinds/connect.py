@@ -133,6 +133,5 @@ def page_messages(job, got, offset_ns):
 
 KIND = Kind("connect", open_loop=True, clients=("lean", "browser"), split=False,
             page_connects=False, latency_series=False, extras=EXTRAS, columns=COLUMNS,
-            description="new connections at a rate, stage by stage",
             loop=run, schedule=scheduled, rows=rows, sample_columns=sample_columns,
             page_plan=page_plan, page_messages=page_messages)

@@ -4,5 +4,4 @@ from bench.kinds import Kind, fanout
 
 KIND = Kind("emit", open_loop=True, clients=("lean",), members=True, emitted=True,
             one_row=False, latency_series=False, split=False, columns=fanout.COLUMNS,
-            description="emits to a room from another process, through the message queue",
             loop=fanout.run, schedule=fanout.scheduled, rows=fanout.rows)

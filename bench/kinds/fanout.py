@@ -170,6 +170,5 @@ def page_messages(job, got, offset_ns):
 
 KIND = Kind("fanout", open_loop=True, clients=("lean", "browser"), members=True,
             one_row=False, latency_series=False, split=False, columns=COLUMNS,
-            description="broadcasts to the members of one room",
             loop=run, schedule=scheduled, rows=rows, page_plan=page_plan,
             page_messages=page_messages)

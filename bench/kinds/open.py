@@ -3,5 +3,4 @@ from that time (the rate, sweep, payload and blocking scenarios)."""
 from bench.kinds import Kind, messages
 
 KIND = Kind("open", open_loop=True, user_traffic=True,
-            description="messages on a schedule (uniform or Poisson) over N connections",
             loop=messages.run, schedule=messages.scheduled, rows=messages.rows)

@@ -14,5 +14,4 @@ KIND = Kind("reconnect", open_loop=False, clients=("lean",), held=True, restarts
             one_row=False, latency_series=False, split=False,
             columns=(("restart_ms stop_ms all_back_ms", "float", "ms", "repeat"),
                      ("back never_back probes_lost sessions_lost", "int", "", "repeat")),
-            description="the server restarted under held clients",
             measure=measure)
